@@ -1,0 +1,157 @@
+"""Reading and writing weights through fsspec (local paths, ``memory://``, ``s3://`` ...).
+
+Formats read: a single ``.safetensors`` file, a sharded safetensors checkpoint given by its
+``*.safetensors.index.json`` (the Hugging Face layout: ``{"weight_map": {key: shard}}``) or by a
+directory holding one, and ``.pt``/``.pth``/``.bin`` files (``torch.load(weights_only=True)``).
+Written: safetensors only, atomically (a temporary name, then a rename).
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from typing import Callable, Iterable, Mapping, Optional
+
+import fsspec
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+__all__ = [
+    "WeightsNotFoundError",
+    "StateDictMismatchError",
+    "read_state_dict",
+    "write_safetensors",
+    "load_into",
+    "atomic_write_bytes",
+]
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A weights file the user named does not exist."""
+
+
+class StateDictMismatchError(RuntimeError):
+    """Strict loading found missing or unexpected keys, or shapes that differ."""
+
+
+def _fs(url: str):
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path
+
+
+def _read_bytes(url: str, what: str) -> bytes:
+    fs, path = _fs(url)
+    if not fs.exists(path):
+        raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def _find_index(fs, path: str) -> Optional[str]:
+    if path.endswith(".index.json"):
+        return path
+    if fs.isdir(path):
+        found = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".safetensors.index.json"))
+        if found:
+            return found[0]
+        single = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".safetensors"))
+        if len(single) == 1:
+            return single[0]
+        raise WeightsNotFoundError(f"no *.safetensors.index.json or single *.safetensors in directory {path}")
+    return None
+
+
+def read_state_dict(url: str, what: str = "weights file") -> dict[str, torch.Tensor]:
+    """Read a state dict from ``url`` (any fsspec URL) onto the CPU.
+
+    Returns ``{key: tensor}`` with the dtypes stored in the file. Raises
+    :class:`WeightsNotFoundError` naming the file when it (or a shard) is absent.
+    """
+    fs, path = _fs(url)
+    if not fs.exists(path):
+        raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+    def unstrip(p: str) -> str:
+        return p if protocol in ("file", "local") else f"{protocol}://{p}"
+
+    index_or_file = _find_index(fs, path)
+    if index_or_file is not None and index_or_file.endswith(".index.json"):
+        index = json.loads(_read_bytes(unstrip(index_or_file), what))
+        shards = sorted(set(index["weight_map"].values()))
+        base = posixpath.dirname(index_or_file)
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(load_safetensors_bytes(_read_bytes(unstrip(posixpath.join(base, shard)), f"shard {shard}")))
+        return state
+    if index_or_file is not None:
+        path = index_or_file
+    data = _read_bytes(unstrip(path), what)
+    if path.endswith(".safetensors"):
+        return load_safetensors_bytes(data)
+    import io
+
+    obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+    return dict(obj)
+
+
+def atomic_write_bytes(url: str, data: bytes) -> None:
+    """Write ``data`` to ``url`` so that readers see either the old file or the complete new one."""
+    fs, path = _fs(url)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def write_safetensors(url: str, state: Mapping[str, torch.Tensor], metadata: Optional[dict[str, str]] = None) -> None:
+    """Save ``state`` as one safetensors file at ``url`` (atomically; tensors made contiguous, CPU)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    atomic_write_bytes(url, save_safetensors_bytes(tensors, metadata=metadata))
+
+
+def _name_list(keys: Iterable[str], limit: int = 20) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_into(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    strict: bool = True,
+    allow_missing: Callable[[str], bool] | None = None,
+    source: str = "checkpoint",
+) -> tuple[list[str], list[str]]:
+    """Load ``state`` into ``module`` and report mismatches by name.
+
+    ``allow_missing(key)`` marks keys that may be absent (e.g. new zero-initialised layers).
+    With ``strict`` any other missing key, any unexpected key or any shape mismatch raises
+    :class:`StateDictMismatchError` listing them. Returns ``(missing, unexpected)``.
+    Tensors are cast to the module's parameter dtype.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    bad_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    hard_missing = [k for k in missing if not (allow_missing and allow_missing(k))]
+    if strict and (hard_missing or unexpected or bad_shape):
+        parts = [f"{source} does not match {type(module).__name__}:"]
+        if hard_missing:
+            parts.append(f"missing keys ({len(hard_missing)}): {_name_list(hard_missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_name_list(unexpected)}")
+        if bad_shape:
+            parts.append(f"shape mismatches ({len(bad_shape)}): {_name_list(bad_shape)}")
+        raise StateDictMismatchError("\n  ".join(parts))
+    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    module.load_state_dict(usable, strict=False, assign=False)
+    return missing, unexpected

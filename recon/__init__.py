@@ -1,0 +1,1 @@
+"""recon: feedforward 4D reconstructor (VGGT backbone + temporal attention + Gaussian head)."""
