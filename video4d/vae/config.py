@@ -1,0 +1,94 @@
+"""Configurations of the Wan2.1 causal 3D VAE.
+
+``"wan2.1-vae"`` is the released model (the layout of ``Wan2.1_VAE.pth``); ``"tiny"`` has the same
+structure with small channel counts, for tests. Latent normalisation statistics are per latent
+channel: ``z_normalised = (z - latents_mean) / latents_std``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Mapping, Union
+
+__all__ = ["VAEConfig", "VAE_CONFIGS", "WAN21_LATENTS_MEAN", "WAN21_LATENTS_STD", "resolve_config"]
+
+# The 16 per-channel statistics published with Wan2.1 (wan/modules/vae.py, class WanVAE; diffusers
+# keeps the same numbers as AutoencoderKLWan's latents_mean / latents_std).
+WAN21_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)
+WAN21_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Hyper-parameters of the causal 3D VAE.
+
+    ``dim``: base channel count; stage ``i`` has ``dim * dim_mult[i]`` channels.
+    ``z_dim``: latent channels (the encoder emits ``2 * z_dim``: mean and log-variance).
+    ``num_res_blocks``: residual blocks per encoder stage (the decoder uses one more).
+    ``temporal_downsample``: per stage transition (``len(dim_mult) - 1`` entries), whether time is
+    halved too; the decoder mirrors it. Space is always halved at each transition.
+    ``latents_mean`` / ``latents_std``: ``z_dim`` per-channel normalisation statistics.
+    """
+
+    dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    temporal_downsample: tuple[bool, ...] = (False, True, True)
+    dropout: float = 0.0
+    latents_mean: tuple[float, ...] = field(default=WAN21_LATENTS_MEAN)
+    latents_std: tuple[float, ...] = field(default=WAN21_LATENTS_STD)
+
+    def __post_init__(self) -> None:
+        for name in ("dim_mult", "temporal_downsample", "latents_mean", "latents_std"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.temporal_downsample) != len(self.dim_mult) - 1:
+            raise ValueError(
+                f"VAEConfig.temporal_downsample needs {len(self.dim_mult) - 1} entries (one per stage transition), "
+                f"got {len(self.temporal_downsample)}"
+            )
+        if len(self.latents_mean) != self.z_dim or len(self.latents_std) != self.z_dim:
+            raise ValueError(f"VAEConfig.latents_mean/latents_std need z_dim={self.z_dim} entries each")
+        if any(s <= 0 for s in self.latents_std):
+            raise ValueError("VAEConfig.latents_std entries must be positive")
+
+    @property
+    def spatial_factor(self) -> int:
+        """Pixels per latent cell along H and W (8 for Wan2.1)."""
+        return 2 ** (len(self.dim_mult) - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        """Frames per latent frame after the first (4 for Wan2.1): ``T = temporal_factor * (T' - 1) + 1``."""
+        return 2 ** sum(self.temporal_downsample)
+
+
+VAE_CONFIGS: dict[str, VAEConfig] = {
+    "wan2.1-vae": VAEConfig(),
+    "tiny": VAEConfig(dim=8, latents_mean=(0.0,) * 16, latents_std=(1.0,) * 16),
+}
+
+
+def resolve_config(config: Union[str, VAEConfig, Mapping]) -> VAEConfig:
+    """A config name from :data:`VAE_CONFIGS`, a :class:`VAEConfig`, or a mapping of its fields
+    (e.g. a Hydra node; a ``name`` entry selects a named config that the other entries override)."""
+    if isinstance(config, VAEConfig):
+        return config
+    if isinstance(config, str):
+        if config not in VAE_CONFIGS:
+            raise ValueError(f"unknown VAE config {config!r}; known: {', '.join(sorted(VAE_CONFIGS))}")
+        return VAE_CONFIGS[config]
+    values = dict(config)
+    base = resolve_config(values.pop("name")) if "name" in values else VAEConfig()
+    known = {f.name for f in fields(VAEConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown VAE config fields: {', '.join(unknown)}")
+    merged = {f.name: getattr(base, f.name) for f in fields(VAEConfig)}
+    merged.update(values)
+    return VAEConfig(**merged)
