@@ -1,29 +1,89 @@
-"""Attention over a 4D token grid (placeholder: dense-mask reference only; the attention work replaces this).
+"""Attention over a 4D token grid: the fused view-time sparse attention and its ablation patterns.
 
 ``attend(q, k, v, grid, pattern, backend)``: q, k, v ``[B, N, H, D]`` in the view-major layout of
-:class:`video4d.grid.GridShape`; returns ``[B, N, H, D]``.
-Patterns: ``"full"`` (every token), ``"view_or_time"`` (same view OR same time: the fused 4D mask),
-``"view"`` (same view only), ``"time"`` (same time only).
+:class:`video4d.grid.GridShape` (``N = V * T * h * w``); returns ``[B, N, H, D]``.
+
+Patterns (:mod:`video4d.attention.masks`): ``"full"`` (every token), ``"view_or_time"`` (same view
+OR same time: the fused 4D mask), ``"view"`` (same view only), ``"time"`` (same time only).
+
+Backends, all exact:
+
+- ``"split"`` (:mod:`~video4d.attention.split`): view / time / frame branches merged through their
+  log-sum-exp; forward and backward on any device, memory ``O(N * H * D)``.
+- ``"flex"`` (:mod:`~video4d.attention.flex`): FlexAttention with a cached block mask; compiled on
+  CUDA; forward-only on CPU.
+- ``"dense"`` (:mod:`~video4d.attention.dense`): SDPA with a materialised ``N x N`` mask (reference).
+- ``"auto"``: flex on CUDA, split elsewhere.
+
+Pattern ``"full"`` is plain unmasked SDPA for every backend except flex (unmasked flex).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from video4d.attention.dense import dense_attention, full_attention
+from video4d.attention.flex import block_mask, flex_attention_grid
+from video4d.attention.masks import PATTERNS, SparsityReport, check_pattern, dense_mask, sparsity_report
+from video4d.attention.split import split_attention
 from video4d.grid import GridShape
 
+__all__ = [
+    "BACKENDS",
+    "PATTERNS",
+    "SparsityReport",
+    "attend",
+    "block_mask",
+    "dense_mask",
+    "resolve_backend",
+    "sparsity_report",
+]
 
-def _dense_mask(grid: GridShape, pattern: str, device) -> torch.Tensor | None:
+BACKENDS = ("auto", "split", "flex", "dense")
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The concrete backend that ``backend`` means on ``device`` ("auto": flex on CUDA, else split)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "flex" if torch.device(device).type == "cuda" else "split"
+    return backend
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: GridShape) -> None:
+    if q.dim() != 4:
+        raise ValueError(f"attention expects q, k, v as [B, N, heads, head_dim], got q of shape {list(q.shape)}")
+    if q.shape != k.shape or q.shape != v.shape:
+        raise ValueError(f"q, k, v shapes differ: {list(q.shape)}, {list(k.shape)}, {list(v.shape)}")
+    if q.shape[1] != grid.num_tokens:
+        raise ValueError(
+            f"sequence length {q.shape[1]} does not match {grid} ({grid.num_tokens} tokens = V*T*h*w)"
+        )
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    grid: GridShape,
+    pattern: str = "view_or_time",
+    backend: str = "auto",
+    *,
+    pad_frames: bool | None = None,
+) -> torch.Tensor:
+    """Masked attention ``q, k, v [B, N, H, D]`` -> ``[B, N, H, D]`` (softmax scale ``D ** -0.5``).
+
+    ``pad_frames`` (flex only): pad frames to the 128-token block (None: when it skips more work).
+    Raises ``ValueError`` for a sequence length other than ``grid.num_tokens``, an unknown pattern
+    or backend, or flex with gradients on CPU.
+    """
+    check_pattern(pattern)
+    _check_inputs(q, k, v, grid)
+    backend = resolve_backend(backend, q.device)
+    if backend == "flex":
+        return flex_attention_grid(q, k, v, grid, pattern, pad_frames=pad_frames)
     if pattern == "full":
-        return None
-    view, time = grid.token_view(device), grid.token_time(device)
-    same_view = view[:, None] == view[None, :]
-    same_time = time[:, None] == time[None, :]
-    return {"view_or_time": same_view | same_time, "view": same_view, "time": same_time}[pattern]
-
-
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: GridShape, pattern: str = "view_or_time", backend: str = "auto") -> torch.Tensor:
-    """Masked attention on ``[B, N, H, D]`` tensors; see the module docstring."""
-    mask = _dense_mask(grid, pattern, q.device)
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
-    return out.transpose(1, 2)
+        return full_attention(q, k, v)
+    if backend == "dense":
+        return dense_attention(q, k, v, grid, pattern)
+    return split_attention(q, k, v, grid, pattern)
