@@ -1,0 +1,23 @@
+"""Multi-view video data: the on-disk scene format, synthetic 4D scenes, datasets and the mixture.
+
+See ``docs/data_format.md`` for the format. Main entry points: :func:`open_scene`,
+:func:`read_scene`, :func:`write_scene`, :func:`generate_scene`, the sources
+:class:`MultiViewSource`, :class:`HomographyVideoSource`, :class:`StaticSceneSource` and the
+:class:`MixtureDataset` with its :class:`MixtureSampler`.
+"""
+from fourd.data.format import CorruptSampleError, Scene, SceneFormatError, SceneMeta
+from fourd.data.scene_io import list_scenes, open_scene, read_scene, write_scene
+from fourd.data.synthetic import generate_scene, write_synthetic_dataset
+
+__all__ = [
+    "CorruptSampleError",
+    "Scene",
+    "SceneFormatError",
+    "SceneMeta",
+    "generate_scene",
+    "list_scenes",
+    "open_scene",
+    "read_scene",
+    "write_scene",
+    "write_synthetic_dataset",
+]
