@@ -1,0 +1,158 @@
+"""Process-group setup shared by every launcher (plain python, torchrun, the ``deepspeed`` launcher).
+
+Ranks come from the environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``; both torchrun and the
+``deepspeed`` launcher set them). The process group is created once per process and kept for all
+Hydra multirun jobs of that process (``init_distributed`` is idempotent); it is destroyed at exit.
+Backend: ``nccl`` when CUDA is available, ``gloo`` otherwise.
+
+The run directory must be the same on all ranks: :func:`shared_run_stamp` lets rank 0 pick a
+timestamp and broadcasts it, and the Hydra config builds its run/sweep dirs from it (unless
+``RUN_DIR`` is set, which always wins).
+"""
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "DistEnv",
+    "dist_env",
+    "init_distributed",
+    "teardown",
+    "barrier",
+    "broadcast_object",
+    "all_reduce_mean",
+    "any_rank",
+    "strip_local_rank_args",
+    "shared_run_stamp",
+]
+
+_LOCAL_RANK_ARG = re.compile(r"^--local[-_]rank(=\d+)?$")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in the job: global ``rank``, ``local_rank`` on its node, ``world_size``."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on global rank 0 (the rank that writes shared files and logs)."""
+        return self.rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        """``cuda:<local_rank>`` when CUDA is available, else the CPU."""
+        return torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def dist_env() -> DistEnv:
+    """Read ``RANK`` / ``LOCAL_RANK`` / ``WORLD_SIZE`` from the environment (defaults: one process)."""
+    return DistEnv(
+        rank=int(os.environ.get("RANK", 0)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+    )
+
+
+def strip_local_rank_args(argv: Sequence[str]) -> list[str]:
+    """Drop ``--local_rank=N`` / ``--local-rank N`` (added by the ``deepspeed`` launcher) from ``argv``.
+
+    Hydra rejects unknown arguments; the rank is read from ``LOCAL_RANK`` instead.
+    """
+    out: list[str] = []
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        match = _LOCAL_RANK_ARG.match(arg)
+        if match:
+            skip_next = match.group(1) is None
+            continue
+        out.append(arg)
+    return out
+
+
+def init_distributed(timeout_s: float = 1800.0) -> DistEnv:
+    """Create the default process group when ``WORLD_SIZE > 1`` (once per process) and return the env.
+
+    Uses ``nccl`` on CUDA (and sets the local device), ``gloo`` on CPU. Needs ``MASTER_ADDR`` and
+    ``MASTER_PORT`` (set by torchrun / deepspeed). Single-process runs create no group.
+    """
+    env = dist_env()
+    if env.world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(env.local_rank)
+        dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size, timeout=datetime.timedelta(seconds=timeout_s))
+        atexit.register(teardown)
+    return env
+
+
+def teardown() -> None:
+    """Destroy the default process group if one exists (safe to call more than once)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for all ranks (no-op without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Return rank ``src``'s ``obj`` on every rank (picklable objects; identity without a group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def _reduce_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_reduce_mean(values: Sequence[float]) -> list[float]:
+    """Mean of each float over all ranks (the values themselves without a group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_reduce_device())
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).tolist()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on at least one rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=_reduce_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def shared_run_stamp(env_var: str = "RUN_STAMP") -> str:
+    """A timestamp ``YYYY-mm-dd_HH-MM-SS`` identical on all ranks, also stored in ``os.environ[env_var]``.
+
+    An already set ``env_var`` is kept. Otherwise rank 0's clock is broadcast (this initialises the
+    process group, see :func:`init_distributed`).
+    """
+    stamp = os.environ.get(env_var)
+    if not stamp:
+        init_distributed()
+        stamp = broadcast_object(time.strftime("%Y-%m-%d_%H-%M-%S"))
+        os.environ[env_var] = stamp
+    return stamp

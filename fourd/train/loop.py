@@ -1,0 +1,223 @@
+"""The generic training loop shared by the video model and the reconstructor.
+
+What is model-specific lives in a :class:`Task`; the loop does the rest: seeding, resume,
+gradient accumulation, non-finite step skipping (via the engine) and counting, the progressive
+schedule hook (``task.on_step``), checkpoints, previews, metrics and the final export.
+
+Determinism: every rank seeds python/numpy/torch with ``seed + rank`` and owns a ``torch.Generator``
+(``"loss"``, seeded ``seed * 1000 + rank``) that the task draws noise from; all of them and the
+task's data position are in the checkpoints, so a resumed fp32 run repeats the uninterrupted run's
+losses exactly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol
+
+import torch
+from torch import nn
+
+from fourd.train.checkpoint import CheckpointManager
+from fourd.train.distributed import DistEnv, all_reduce_mean, barrier
+from fourd.train.engine import Engine
+from fourd.train.observe import Observer
+from fourd.train.rng import capture_rng, restore_rng, seed_everything
+from fourd.weights import write_safetensors
+
+__all__ = ["LoopConfig", "DebugConfig", "Task", "TrainResult", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopConfig:
+    """Run length and bookkeeping (the ``train`` config node).
+
+    ``steps``: optimizer steps in total; ``micro_batch``: samples per rank per micro-batch;
+    ``seed``; ``log_every``: steps between log lines; ``checkpoint_every``: steps between
+    checkpoints (0 = only at the end); ``keep_last``: complete checkpoints kept (0 = all);
+    ``resume``: ``"auto"`` (newest complete checkpoint of this run dir, if any), ``"none"`` or a
+    checkpoint directory; ``preview_every``: steps between sample grids (0 = off);
+    ``export``: ``"full"``, ``"trainable"``, ``"both"`` or ``"none"`` (safetensors written at the
+    end); ``progress``: show the progress bar.
+    """
+
+    steps: int = 1000
+    micro_batch: int = 1
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    resume: str = "auto"
+    preview_every: int = 0
+    export: str = "full"
+    progress: bool = True
+
+
+@dataclass
+class DebugConfig:
+    """Fault injection for tests (all off by default).
+
+    ``stop_after_step``: exit the process hard (``os._exit``, no cleanup) right after that step
+    (and after its checkpoint, if one is due); ``crash_in_save_at_step``: exit hard in the middle
+    of that step's checkpoint save (files written, not committed); ``nan_loss_at_steps``: 1-based
+    steps whose loss is replaced by NaN on rank 0.
+    """
+
+    stop_after_step: Optional[int] = None
+    crash_in_save_at_step: Optional[int] = None
+    nan_loss_at_steps: list = field(default_factory=list)
+
+
+class Task(Protocol):
+    """What the loop needs from a model family (the video model, later the reconstructor)."""
+
+    def build_model(self) -> nn.Module:
+        """The model with its trainable parameters selected (``requires_grad``)."""
+
+    def on_step(self, step: int) -> None:
+        """Called before optimizer step ``step`` (0-based): progressive schedules switch here."""
+
+    def next_batch(self, micro_batch: int, device: torch.device) -> Any:
+        """This rank's next micro-batch of ``micro_batch`` samples, on ``device``."""
+
+    def loss(self, model: Callable, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss of ``batch`` and extra stats; random numbers from ``generator``."""
+
+    def batch_size_and_tokens(self, batch: Any) -> tuple[int, int]:
+        """Samples and model tokens in ``batch`` (for throughput)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's data position (weights_only-loadable values)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+    def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:
+        """An image grid ``[3, H, W]`` in ``[0, 1]`` (called on every rank), or None."""
+
+    def export_metadata(self) -> dict[str, str]:
+        """String metadata stored in exported safetensors (e.g. the model config as JSON)."""
+
+
+@dataclass
+class TrainResult:
+    """Summary of a finished run: final ``step``, ``skipped_steps``, ``losses`` of the steps run in
+    this process (step -> loss), ``checkpoint`` path and ``exports`` (paths written)."""
+
+    step: int
+    skipped_steps: int
+    losses: dict[int, float]
+    checkpoint: Optional[str]
+    exports: list[str]
+
+
+def _hard_exit(reason: str) -> None:
+    log.warning("debug: exiting hard (%s)", reason)
+    logging.shutdown()
+    os._exit(17)
+
+
+def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfig, run_dir: str, env: DistEnv, debug: DebugConfig = DebugConfig()) -> TrainResult:
+    """Run (or resume) training of ``task`` until ``cfg.steps`` optimizer steps are done.
+
+    ``make_engine(model)`` builds the :class:`Engine` (its optimizer config decides accumulation).
+    ``run_dir``: shared by all ranks; checkpoints go to ``<run_dir>/checkpoints``, exports to
+    ``<run_dir>/export``, metrics/TensorBoard/samples as in :mod:`fourd.train.observe`.
+    """
+    seed_everything(cfg.seed + env.rank)
+    model = task.build_model()
+    engine = make_engine(model)
+    generator = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + env.rank)
+    generators = {"loss": generator}
+    ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"), env, cfg.keep_last)
+    step, skipped, nonfinite_losses, samples_seen = 0, 0, 0, 0
+    resume_path = ckpts.resolve(cfg.resume)
+    if resume_path is not None:
+        loaded = ckpts.load(resume_path, engine)
+        step, skipped = loaded.trainer["step"], loaded.trainer["skipped_steps"]
+        nonfinite_losses, samples_seen = loaded.trainer["nonfinite_losses"], loaded.trainer["samples_seen"]
+        if loaded.rank_state is not None:
+            restore_rng(loaded.rank_state["rng"], generators)
+            task.load_state_dict(loaded.rank_state["data"])
+        log.info("resumed from %s at step %d", resume_path, step)
+    observer = Observer(run_dir, env.is_main, cfg.steps, step, cfg.log_every, cfg.progress)
+    losses: dict[int, float] = {}
+    last_ckpt = resume_path
+    engine.train()
+    while step < cfg.steps:
+        task.on_step(step)
+        t0 = time.perf_counter()
+        micro_losses, samples, tokens = [], 0, 0
+        for _ in range(engine.accumulation):
+            batch = task.next_batch(cfg.micro_batch, engine.device)
+            with engine.autocast():
+                loss, stats = task.loss(engine.forward_module, batch, generator)
+            if step + 1 in debug.nan_loss_at_steps and env.is_main:
+                loss = loss * float("nan")
+            engine.backward(loss)
+            micro_losses.append(float(loss.detach()))
+            n, t = task.batch_size_and_tokens(batch)
+            samples, tokens = samples + n, tokens + t
+        result = engine.step()
+        step += 1
+        mean_loss, samples, tokens, bad_losses = all_reduce_mean([sum(micro_losses) / len(micro_losses), samples, tokens, sum(not _finite(x) for x in micro_losses)])
+        world = env.world_size
+        samples, tokens, bad_losses = round(samples * world), round(tokens * world), round(bad_losses * world)
+        skipped += int(not result.applied)
+        nonfinite_losses += bad_losses
+        samples_seen += samples
+        losses[step] = mean_loss
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        observer.step(step, {
+            "loss": mean_loss, "lr": engine.lr(), "grad_norm": result.grad_norm, "skipped_steps": skipped,
+            "nonfinite_losses": nonfinite_losses, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
+            **{k: float(v) for k, v in stats.items() if k != "loss"},
+        })
+        if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            crash = (lambda: _hard_exit(f"crash in save at step {step}")) if debug.crash_in_save_at_step == step else None
+            trainer = {"skipped_steps": skipped, "nonfinite_losses": nonfinite_losses, "samples_seen": samples_seen}
+            last_ckpt = ckpts.save(step, engine, trainer, {"rng": capture_rng(generators), "data": task.state_dict()}, before_commit=crash)
+        if cfg.preview_every > 0 and step % cfg.preview_every == 0:
+            _preview(task, engine, observer, step)
+        if debug.stop_after_step == step:
+            _hard_exit(f"stop after step {step}")
+    exports = _export(task, engine, cfg.export, os.path.join(run_dir, "export"), env)
+    observer.close()
+    barrier()
+    return TrainResult(step=step, skipped_steps=skipped, losses=losses, checkpoint=last_ckpt, exports=exports)
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def _preview(task: Task, engine: Engine, observer: Observer, step: int) -> None:
+    """Sample grid with the RNGs put back afterwards, so previews never change the training run."""
+    rng = capture_rng()
+    engine.train(False)
+    with torch.no_grad(), engine.autocast():
+        image = task.preview(engine.module, step)
+    engine.train(True)
+    restore_rng(rng)
+    if image is not None:
+        observer.image(step, "preview", image)
+
+
+def _export(task: Task, engine: Engine, mode: str, directory: str, env: DistEnv) -> list[str]:
+    """Write ``model.safetensors`` (full) and/or ``model_trainable.safetensors`` on rank 0."""
+    variants = {"full": [False], "trainable": [True], "both": [False, True], "none": []}
+    if mode not in variants:
+        raise ValueError(f"unknown export mode {mode!r}; use 'full', 'trainable', 'both' or 'none'")
+    paths = []
+    for trainable_only in variants[mode]:
+        state = engine.export_state_dict(trainable_only=trainable_only)
+        path = os.path.join(directory, "model_trainable.safetensors" if trainable_only else "model.safetensors")
+        if env.is_main:
+            write_safetensors(path, state, metadata={**task.export_metadata(), "content": "trainable" if trainable_only else "full"})
+            log.info("exported %d tensors to %s", len(state), path)
+        paths.append(path)
+    return paths

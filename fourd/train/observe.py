@@ -1,0 +1,84 @@
+"""What a run shows and records (rank 0 only; other ranks get a silent observer).
+
+* a tqdm progress bar with loss, LR, samples/s and tokens/s;
+* ``metrics.jsonl`` in the run dir: one JSON line per optimizer step (the exact numbers, for
+  comparisons and plots);
+* TensorBoard scalars under ``<run_dir>/tb``: ``train/loss``, ``train/lr``, ``train/grad_norm``,
+  ``train/skipped_steps``, ``train/samples_per_s``, ``train/tokens_per_s`` (+ any task stats);
+* image grids as PNG under ``<run_dir>/samples`` (and in TensorBoard).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from typing import Mapping, Optional
+
+import torch
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+__all__ = ["Observer"]
+
+log = logging.getLogger(__name__)
+
+
+class Observer:
+    """Progress, scalars and images of one run; a no-op unless ``active`` (rank 0).
+
+    ``total_steps``: run length in optimizer steps; ``start_step``: where a resumed run begins;
+    ``log_every``: steps between log lines (the bar and the files get every step).
+    """
+
+    def __init__(self, run_dir: str, active: bool, total_steps: int, start_step: int = 0, log_every: int = 10, progress: bool = True):
+        self.run_dir, self.active, self.log_every = run_dir, active, max(1, log_every)
+        self._bar = None
+        self._writer = None
+        self._jsonl = None
+        if not active:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        os.makedirs(run_dir, exist_ok=True)
+        self._writer = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=start_step + 1)
+        self._jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+        self._bar = tqdm(total=total_steps, initial=start_step, disable=not progress, dynamic_ncols=True, desc="train")
+
+    def step(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Record the metrics of optimizer step ``step`` (1-based count of steps done).
+
+        ``metrics`` must hold ``loss``, ``lr``, ``grad_norm``, ``skipped_steps``, ``samples_per_s``
+        and ``tokens_per_s``; further keys are recorded as they are.
+        """
+        if not self.active:
+            return
+        record = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        self._jsonl.write(json.dumps({k: (v if math.isfinite(v) else str(v)) for k, v in record.items()}) + "\n")
+        self._jsonl.flush()
+        for key, value in metrics.items():
+            if math.isfinite(float(value)):
+                self._writer.add_scalar(f"train/{key}", float(value), step)
+        self._bar.update(step - self._bar.n)
+        self._bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{metrics['lr']:.3g}", sps=f"{metrics['samples_per_s']:.3g}", tps=f"{metrics['tokens_per_s']:.4g}", refresh=False)
+        if step % self.log_every == 0:
+            log.info("step %d loss %.6g lr %.4g grad_norm %.4g skipped %d samples/s %.3f tokens/s %.1f", step, metrics["loss"], metrics["lr"], metrics["grad_norm"], int(metrics["skipped_steps"]), metrics["samples_per_s"], metrics["tokens_per_s"])
+
+    def image(self, step: int, tag: str, image: torch.Tensor) -> Optional[str]:
+        """Save an image grid ``[3, H, W]`` in ``[0, 1]`` as ``samples/<tag>_<step>.png``; returns the path."""
+        if not self.active:
+            return None
+        path = os.path.join(self.run_dir, "samples", f"{tag}_{step:08d}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        image = image.detach().float().clamp(0, 1).cpu()
+        save_image(image, path)
+        self._writer.add_image(f"samples/{tag}", image, step)
+        return path
+
+    def close(self) -> None:
+        """Flush and close the files and the bar."""
+        if not self.active:
+            return
+        self._bar.close()
+        self._writer.close()
+        self._jsonl.close()
