@@ -5,12 +5,21 @@ See ``docs/data_format.md`` for the format. Main entry points: :func:`open_scene
 :class:`MultiViewSource`, :class:`HomographyVideoSource`, :class:`StaticSceneSource` and the
 :class:`MixtureDataset` with its :class:`MixtureSampler`.
 """
+from fourd.data.datasets import HomographyVideoSource, MultiViewSource, SceneSource, StaticSceneSource
 from fourd.data.format import CorruptSampleError, Scene, SceneFormatError, SceneMeta
+from fourd.data.mixture import DEFAULT_RATIOS, MixtureDataset, MixtureSampler
 from fourd.data.scene_io import list_scenes, open_scene, read_scene, write_scene
 from fourd.data.synthetic import generate_scene, write_synthetic_dataset
 
 __all__ = [
+    "DEFAULT_RATIOS",
     "CorruptSampleError",
+    "HomographyVideoSource",
+    "MixtureDataset",
+    "MixtureSampler",
+    "MultiViewSource",
+    "SceneSource",
+    "StaticSceneSource",
     "Scene",
     "SceneFormatError",
     "SceneMeta",

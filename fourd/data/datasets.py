@@ -1,0 +1,236 @@
+"""Datasets ("sources") that turn stored scenes into fixed-size multi-view video samples.
+
+Every source yields dicts with the same keys, so that samples of different sources collate:
+
+- ``frames``: float32 [V, T, 3, H, W] in [0, 1];
+- ``cameras``: ``{"extrinsics": [V, T, 3, 4], "intrinsics": [V, T, 3, 3]}`` (OpenCV
+  camera-from-world in the scene's world frame, pixels of the output size); all NaN when unknown;
+- ``has_cameras``: bool; ``kind``: "dynamic" | "static" | "homography"; ``scene``: the scene id;
+- ``drop_freeze_time_frame_cond``: bool, True for static (time-duplicated) samples: training must not
+  condition on their freeze-time reference column (see docs/data_format.md);
+- ``skipped``: how many corrupt scenes were skipped to produce this sample;
+- ``depth`` float32 [V, T, H, W] metres (0 = unknown), only with ``with_depth=True``.
+
+Sources: :class:`MultiViewSource` (multi-view 4D scenes), :class:`HomographyVideoSource` (a video
+-> V pseudo-views by smooth random homographies) and :class:`StaticSceneSource` (a camera
+trajectory over a static scene, each trajectory frame a view repeated over time).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fourd.data.format import CorruptSampleError, SceneFormatError
+from fourd.data.homography import homography_path, random_corner_path, warp_frames
+from fourd.data.scene_io import SceneReader, list_scenes, open_scene
+from fourd.data.transforms import ResizeCrop
+
+__all__ = ["SceneSource", "MultiViewSource", "HomographyVideoSource", "StaticSceneSource", "sample_clip"]
+
+logger = logging.getLogger(__name__)
+
+Stride = Union[int, tuple[int, int]]
+
+
+def _draw_stride(stride: Stride, rng: np.random.Generator) -> int:
+    if isinstance(stride, int):
+        return stride
+    return int(rng.integers(stride[0], stride[1] + 1))
+
+
+def sample_clip(available: int, count: int, stride: int, rng: np.random.Generator, scene: str, what: str = "frames") -> list[int]:
+    """``count`` indices ``start + stride * i`` inside ``range(available)`` with a random start.
+
+    Raises :class:`SceneFormatError` naming ``scene`` when ``available`` is too small.
+    """
+    span = (count - 1) * stride + 1
+    if available < span:
+        raise SceneFormatError(
+            f"scene {scene}: has {available} {what}, needs {span} ({count} {what} at stride {stride})"
+        )
+    start = int(rng.integers(0, available - span + 1))
+    return [start + stride * i for i in range(count)]
+
+
+class SceneSource(Dataset):
+    """Base of the sources: scene list, seeding, resize/crop and the skip-corrupt-samples policy.
+
+    ``scenes``: a dataset root URL (see :func:`list_scenes`) or a list of scene URLs.
+    ``num_views`` V and ``num_frames`` T of every sample; ``size`` (H, W) output pixels; ``crop``
+    "center" | "random". ``__getitem__(i)`` is deterministic in (``seed``, epoch, ``i``); a
+    corrupt scene is logged, counted in ``self.skipped`` (this process) and in the sample's
+    ``skipped``, and replaced by the next scene (``i + 1``, ...), up to ``max_skips`` times.
+    Format errors (too few frames or views, mismatched sizes) are raised, naming the scene.
+    """
+
+    kind = "dynamic"
+
+    def __init__(self, scenes: Union[str, Sequence[str]], num_views: int, num_frames: int, size: tuple[int, int],
+                 crop: str = "center", seed: int = 0, max_skips: int = 8) -> None:
+        self.scenes = list_scenes(scenes) if isinstance(scenes, str) else list(scenes)
+        if not self.scenes:
+            raise ValueError(f"{type(self).__name__}: no scenes given")
+        self.num_views, self.num_frames, self.size = num_views, num_frames, tuple(size)
+        self.crop, self.seed, self.max_skips = crop, seed, max_skips
+        self.epoch = 0
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch that seeds ``__getitem__``."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict:
+        return self.sample(index, np.random.default_rng([self.seed, self.epoch, index]))
+
+    def sample(self, index: int, rng: np.random.Generator) -> dict:
+        """The sample for scene ``index`` drawn with ``rng`` (see the class docstring for skipping)."""
+        skipped = 0
+        for attempt in range(self.max_skips + 1):
+            url = self.scenes[(index + attempt) % len(self.scenes)]
+            try:
+                sample = self.load(open_scene(url), rng)
+            except CorruptSampleError as e:
+                self.skipped += 1
+                skipped += 1
+                logger.warning("%s: skipping corrupt sample %s (%s); %d skipped so far", type(self).__name__, url, e, self.skipped)
+                continue
+            sample["skipped"] = skipped
+            return sample
+        raise RuntimeError(f"{type(self).__name__}: {skipped} corrupt scenes in a row starting at {self.scenes[index]}")
+
+    def load(self, reader: SceneReader, rng: np.random.Generator) -> dict:
+        """Build one sample from an opened scene (implemented by each source)."""
+        raise NotImplementedError
+
+    def _plan(self, reader: SceneReader, rng: np.random.Generator) -> ResizeCrop:
+        return ResizeCrop.plan((reader.meta.height, reader.meta.width), self.size, self.crop, rng)
+
+    def _pack(self, frames: torch.Tensor, reader: SceneReader, extrinsics: Optional[torch.Tensor],
+              intrinsics: Optional[torch.Tensor]) -> dict:
+        V, T = frames.shape[:2]
+        if extrinsics is None:
+            extrinsics = torch.full((V, T, 3, 4), float("nan"))
+            intrinsics = torch.full((V, T, 3, 3), float("nan"))
+        return {
+            "frames": frames,
+            "cameras": {"extrinsics": extrinsics.contiguous(), "intrinsics": intrinsics.contiguous()},
+            "has_cameras": bool(torch.isfinite(extrinsics).all()),
+            "kind": self.kind,
+            "scene": reader.name,
+            "drop_freeze_time_frame_cond": self.kind == "static",
+        }
+
+
+class MultiViewSource(SceneSource):
+    """Synchronized multi-view video scenes -> V of their views x a T-frame clip.
+
+    ``frame_stride``: int or inclusive (min, max) range drawn per sample; ``view_selection``:
+    "contiguous" (V consecutive views, order kept: a continuous arc of a camera ring) or "random"
+    (V distinct views, sorted); ``with_depth`` adds ``depth`` (the scene must store depth).
+    """
+
+    kind = "dynamic"
+
+    def __init__(self, scenes, num_views: int, num_frames: int, size: tuple[int, int], frame_stride: Stride = 1,
+                 view_selection: str = "contiguous", with_depth: bool = False, **kwargs) -> None:
+        super().__init__(scenes, num_views, num_frames, size, **kwargs)
+        if view_selection not in ("contiguous", "random"):
+            raise ValueError(f"MultiViewSource: view_selection must be 'contiguous' or 'random', got {view_selection!r}")
+        self.frame_stride, self.view_selection, self.with_depth = frame_stride, view_selection, with_depth
+
+    def load(self, reader: SceneReader, rng: np.random.Generator) -> dict:
+        meta = reader.meta
+        if self.view_selection == "contiguous":
+            views = sample_clip(meta.num_views, self.num_views, 1, rng, meta.name, "views")
+        else:
+            if meta.num_views < self.num_views:
+                raise SceneFormatError(f"scene {meta.name}: has {meta.num_views} views, needs {self.num_views}")
+            views = sorted(rng.choice(meta.num_views, self.num_views, replace=False).tolist())
+        times = sample_clip(meta.num_frames, self.num_frames, _draw_stride(self.frame_stride, rng), rng, meta.name)
+        plan = self._plan(reader, rng)
+        frames = plan.frames(torch.stack([reader.read_frames(v, times) for v in views]))
+        extrinsics = intrinsics = None
+        if meta.has_cameras:
+            extrinsics = meta.extrinsics[views][:, times]
+            intrinsics = plan.intrinsics(meta.intrinsics[views][:, times])
+        sample = self._pack(frames, reader, extrinsics, intrinsics)
+        if self.with_depth:
+            sample["depth"] = plan.depth(torch.stack([reader.read_depth(v, times) for v in views]))
+        return sample
+
+
+class HomographyVideoSource(SceneSource):
+    """Monocular videos -> V synchronized pseudo-views by random smooth 2D homographies.
+
+    A T-frame clip of one view (view 0 of multi-view scenes unless ``random_source_view``) is
+    resized/cropped to ``size``; pseudo-view ``v`` samples it through its own homography path
+    (:func:`random_corner_path`: a random start and end region, smoothly interpolated over time).
+    With ``identity_first_view`` view 0 is the clip itself. Cameras are unknown (NaN).
+    """
+
+    kind = "homography"
+
+    def __init__(self, scenes, num_views: int, num_frames: int, size: tuple[int, int], frame_stride: Stride = 1,
+                 identity_first_view: bool = True, random_source_view: bool = False, min_scale: float = 0.7,
+                 max_rotation_deg: float = 8.0, jitter: float = 0.08, **kwargs) -> None:
+        super().__init__(scenes, num_views, num_frames, size, **kwargs)
+        self.frame_stride, self.identity_first_view, self.random_source_view = frame_stride, identity_first_view, random_source_view
+        self.path_args = {"min_scale": min_scale, "max_rotation_deg": max_rotation_deg, "jitter": jitter}
+
+    def load(self, reader: SceneReader, rng: np.random.Generator) -> dict:
+        meta = reader.meta
+        view = int(rng.integers(meta.num_views)) if self.random_source_view else 0
+        times = sample_clip(meta.num_frames, self.num_frames, _draw_stride(self.frame_stride, rng), rng, meta.name)
+        clip = self._plan(reader, rng).frames(reader.read_frames(view, times))  # [T, 3, H, W]
+        views = []
+        for v in range(self.num_views):
+            if v == 0 and self.identity_first_view:
+                views.append(clip)
+            else:
+                views.append(warp_frames(clip, homography_path(random_corner_path(self.num_frames, rng, **self.path_args))))
+        return self._pack(torch.stack(views), reader, None, None)
+
+
+class StaticSceneSource(SceneSource):
+    """Camera trajectories over static scenes -> V views, each one trajectory frame repeated T times.
+
+    The trajectory is view 0's frame sequence (``random_source_view``: a random view) or, for a
+    scene with a single frame per view, its views in order. V trajectory frames ``view_stride``
+    apart (int or (min, max)) become the views. Samples set ``drop_freeze_time_frame_cond``.
+    """
+
+    kind = "static"
+
+    def __init__(self, scenes, num_views: int, num_frames: int, size: tuple[int, int], view_stride: Stride = 1,
+                 random_source_view: bool = False, with_depth: bool = False, **kwargs) -> None:
+        super().__init__(scenes, num_views, num_frames, size, **kwargs)
+        self.view_stride, self.random_source_view, self.with_depth = view_stride, random_source_view, with_depth
+
+    def load(self, reader: SceneReader, rng: np.random.Generator) -> dict:
+        meta = reader.meta
+        along_views = meta.num_frames == 1
+        length = meta.num_views if along_views else meta.num_frames
+        picks = sample_clip(length, self.num_views, _draw_stride(self.view_stride, rng), rng, meta.name,
+                            "views" if along_views else "trajectory frames")
+        source = int(rng.integers(meta.num_views)) if self.random_source_view and not along_views else 0
+        cells = [(p, 0) if along_views else (source, p) for p in picks]  # (view, frame) per output view
+        plan = self._plan(reader, rng)
+        T = self.num_frames
+        images = plan.frames(torch.cat([reader.read_frames(v, [t]) for v, t in cells]))  # [V, 3, H, W]
+        frames = images[:, None].expand(-1, T, -1, -1, -1).contiguous()
+        extrinsics = intrinsics = None
+        if meta.has_cameras:
+            extrinsics = torch.stack([meta.extrinsics[v, t] for v, t in cells])[:, None].expand(-1, T, -1, -1)
+            intrinsics = plan.intrinsics(torch.stack([meta.intrinsics[v, t] for v, t in cells]))[:, None].expand(-1, T, -1, -1)
+        sample = self._pack(frames, reader, extrinsics, intrinsics)
+        if self.with_depth:
+            depth = plan.depth(torch.cat([reader.read_depth(v, [t]) for v, t in cells]))
+            sample["depth"] = depth[:, None].expand(-1, T, -1, -1).contiguous()
+        return sample
