@@ -115,6 +115,9 @@ def test_reference_acts_only_through_added_patch_embedding():
     mask = cells[:, :, :, None, None, None]
     unread = torch.where(mask, ref, torch.full_like(ref, float("nan")))  # other cells must never be read
     with_ref = model(x, t, ctx, ReferenceLatents(unread, cells))
+    with_ref.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with_ref = with_ref.detach()
     torch.testing.assert_close(with_ref, model(x + torch.where(mask, ref, 0.0), t, ctx), rtol=1e-5, atol=1e-5)
     assert (with_ref - model(x, t, ctx)).abs().max() > 1e-3
     zero_ref = ReferenceLatents(torch.zeros_like(x), ReferenceCells(view=1, time=None).mask(3, 3))

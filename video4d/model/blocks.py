@@ -14,7 +14,7 @@ from video4d.grid import GridShape
 from video4d.model.config import DiTConfig
 from video4d.model.layers import CrossAttention, FP32LayerNorm, SelfAttention, feed_forward, linear_fp32
 from video4d.model.rope import RopeCache
-from video4d.model.variants import FUSED_PATTERN, BlendSync, LinearSync
+from video4d.model.variants import SINGLE_ATTENTION_PATTERN, BlendSync, LinearSync
 
 __all__ = ["DiTBlock", "Head", "modulate"]
 
@@ -58,8 +58,8 @@ class DiTBlock(nn.Module):
     def _attention_step(self, x, shift, scale, gate, grid: GridShape, rope: RopeCache) -> torch.Tensor:
         dtype = self.self_attn.q.weight.dtype
         h = modulate(self.norm1(x), shift, scale).to(dtype)
-        if self.variant in FUSED_PATTERN:
-            return x + self.self_attn(h, grid, rope, FUSED_PATTERN[self.variant], self.backend) * gate
+        if self.variant in SINGLE_ATTENTION_PATTERN:
+            return x + self.self_attn(h, grid, rope, SINGLE_ATTENTION_PATTERN[self.variant], self.backend) * gate
         if self.variant == "sequential":
             x = x + self.self_attn(h, grid, rope, "view", self.backend) * gate
             h = modulate(self.norm1(x), shift, scale).to(dtype)

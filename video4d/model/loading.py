@@ -103,8 +103,8 @@ def load_dit(
             model.reset_parameters(init)
         return model.to(dtype)
     source = "DiT state dict" if isinstance(weights, Mapping) else f"DiT weights {weights}"
-    state = weights if isinstance(weights, Mapping) else read_state_dict(weights, what="DiT weights file")
     with torch.device("meta"):
         model = WanDiT4D(cfg)
+    state = weights if isinstance(weights, Mapping) else read_state_dict(weights, what="DiT weights file")
     load_weights(model, state, init=init, device=device, dtype=dtype, source=source)
     return model

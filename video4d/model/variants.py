@@ -25,9 +25,9 @@ import re
 import torch
 import torch.nn as nn
 
-__all__ = ["FUSED_PATTERN", "BlendSync", "LinearSync", "NEW_LAYER_KEY", "is_new_layer_key"]
+__all__ = ["SINGLE_ATTENTION_PATTERN", "BlendSync", "LinearSync", "NEW_LAYER_KEY", "is_new_layer_key"]
 
-FUSED_PATTERN = {"fused": "view_or_time", "full": "full"}
+SINGLE_ATTENTION_PATTERN = {"fused": "view_or_time", "full": "full"}
 
 NEW_LAYER_KEY = re.compile(r"^blocks\.\d+\.(cross_view_attn|sync)\.")
 

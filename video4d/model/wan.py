@@ -147,7 +147,8 @@ class WanDiT4D(nn.Module):
         cells = reference.cell_mask()
         if cells.shape != (shape[0], grid.V, grid.T):
             raise ValueError(f"reference cells {list(cells.shape)} must be [V={grid.V}, T={grid.T}] or [B, V, T]")
-        ref = self.embed_patches(reference.latents, grid)
+        clean = torch.where(cells[:, :, :, None, None, None], reference.latents, 0.0)
+        ref = self.embed_patches(clean, grid)
         token_mask = grid.flatten(cells[:, :, :, None, None, None].expand(-1, -1, -1, grid.h, grid.w, 1))
         return torch.where(token_mask, x + ref, x)
 
