@@ -8,6 +8,15 @@ from video4d.sampler import sample, sampling_sigmas
 from video4d.text_context import empty_context, load_context, pad_contexts, save_context
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is fastest, and far faster on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class _ContextVelocity(torch.nn.Module):
     """A random, non-linear stand-in velocity model that reads latents, timestep and context."""
 
@@ -144,3 +153,20 @@ def test_text_context_round_trip_and_errors(tmp_path):
     padded = pad_contexts([ctx, ctx[:3]], 10)
     assert padded.shape == (2, 10, 16) and torch.equal(padded[1, :3], ctx[:3]) and not padded[1, 3:].any()
     assert not empty_context(2, 4, 16).any() and empty_context(2, 4, 16).shape == (2, 4, 16)
+
+
+def test_real_tiny_dit_keeps_reference_cells_exact_and_is_seeded():
+    from video4d import load_dit
+
+    torch.manual_seed(0)
+    model = load_dit("tiny", init="random").eval()
+    shape = (1, 3, 3, model.config.in_dim, 4, 4)
+    ctx = torch.randn(1, 5, model.config.text_dim)
+    ref_lat = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    reference = ReferenceLatents(latents=ref_lat, cells=ReferenceCells(view=2, time=0).mask(3, 3))
+    cells = reference.cell_mask()
+    out = sample(model, shape, ctx, reference=reference, steps=3, guidance=3.0, seed=2)
+    again = sample(model, shape, ctx, reference=reference, steps=3, guidance=3.0, seed=2)
+    assert torch.equal(out[cells], ref_lat[cells]) and torch.equal(out, again)
+    free = sample(model, shape, ctx, steps=3, guidance=3.0, seed=2)
+    assert not torch.allclose(out[~cells], free[~cells])  # attention carries the references to the other cells
