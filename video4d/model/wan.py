@@ -61,8 +61,9 @@ class WanDiT4D(nn.Module):
         """Initialise every parameter.
 
         ``"official"``: Wan2.1's init (Xavier-uniform Linear and patch weights, zero Linear biases,
-        N(0, 0.02) text/time embedding weights, zero output Linear), so a fresh model outputs 0;
-        new variant layers as in :meth:`reset_new_layers`. ``"random"``: the same, but the
+        N(0, 0.02) text/time embedding weights, zero output Linear; the patch bias keeps PyTorch's
+        default and the modulation tables their N(0, 1/dim) draw from construction), so a fresh model
+        outputs 0; new variant layers as in :meth:`reset_new_layers`. ``"random"``: the same, but the
         zero-initialised weights and all biases and norm affines are random too (for tests that
         need non-trivial outputs).
         """
