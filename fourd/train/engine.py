@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, Iterator, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ class OptimConfig:
     """
 
     lr: float = 1e-4
-    betas: tuple = (0.9, 0.999)
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
     warmup_steps: int = 100

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, List, Optional, Protocol
 
 import torch
 from torch import nn
@@ -69,7 +69,7 @@ class DebugConfig:
 
     stop_after_step: Optional[int] = None
     crash_in_save_at_step: Optional[int] = None
-    nan_loss_at_steps: list = field(default_factory=list)
+    nan_loss_at_steps: List[int] = field(default_factory=list)
 
 
 class Task(Protocol):

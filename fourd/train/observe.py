@@ -59,8 +59,8 @@ class Observer:
         for key, value in metrics.items():
             if math.isfinite(float(value)):
                 self._writer.add_scalar(f"train/{key}", float(value), step)
-        self._bar.update(step - self._bar.n)
         self._bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{metrics['lr']:.3g}", sps=f"{metrics['samples_per_s']:.3g}", tps=f"{metrics['tokens_per_s']:.4g}", refresh=False)
+        self._bar.update(step - self._bar.n)
         if step % self.log_every == 0:
             log.info("step %d loss %.6g lr %.4g grad_norm %.4g skipped %d samples/s %.3f tokens/s %.1f", step, metrics["loss"], metrics["lr"], metrics["grad_norm"], int(metrics["skipped_steps"]), metrics["samples_per_s"], metrics["tokens_per_s"])
 

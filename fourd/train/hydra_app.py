@@ -1,0 +1,76 @@
+"""From a composed Hydra config to a training run; shared by every ``launch/train_*.py`` script.
+
+Config nodes read here (the groups any task reuses): ``train`` (:class:`~fourd.train.loop.LoopConfig`),
+``debug`` (:class:`~fourd.train.loop.DebugConfig`), ``optim`` (:class:`~fourd.train.engine.OptimConfig`
+without ``total_steps``, which is ``train.steps``), ``launcher`` (``engine``: plain | deepspeed,
+``precision``: auto | bf16 | fp32) and ``deepspeed`` (a DeepSpeed config dict, used with
+``launcher.engine=deepspeed``). Values are type-checked against the dataclasses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from typing import Callable, Type, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from fourd.train.distributed import DistEnv, dist_env, init_distributed, shared_run_stamp, strip_local_rank_args
+from fourd.train.engine import OptimConfig, build_engine, resolve_precision
+from fourd.train.loop import DebugConfig, LoopConfig, Task, TrainResult, train
+
+__all__ = ["prepare_launch", "typed", "run_task"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def prepare_launch() -> DistEnv:
+    """Call before the Hydra entry point: drop ``--local_rank`` from ``sys.argv``, agree on one
+    run stamp over all ranks (``RUN_STAMP``, see :func:`~fourd.train.distributed.shared_run_stamp`)
+    and give ranks > 0 their own Hydra output subdir (``FOURD_HYDRA_SUBDIR``)."""
+    sys.argv = strip_local_rank_args(sys.argv)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _cuda() else "cuda")
+    shared_run_stamp()
+    env = dist_env()
+    if not env.is_main:
+        os.environ.setdefault("FOURD_HYDRA_SUBDIR", f".hydra/rank{env.rank}")
+    return env
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def typed(cls: Type[T], node: DictConfig, **extra) -> T:
+    """``node`` checked against dataclass ``cls`` (unknown keys and wrong types raise) -> instance."""
+    schema = OmegaConf.structured(cls)
+    merged = OmegaConf.merge(schema, node, extra)
+    return OmegaConf.to_object(merged)
+
+
+def run_task(cfg: DictConfig, make_task: Callable[[DistEnv], Task], run_dir: str) -> TrainResult:
+    """Train ``make_task(env)`` as configured; rank 0 writes ``<run_dir>/result.json`` at the end."""
+    env = init_distributed()
+    loop_cfg = typed(LoopConfig, cfg.train)
+    debug = typed(DebugConfig, cfg.debug)
+    optim = typed(OptimConfig, cfg.optim, total_steps=loop_cfg.steps)
+    engine_kind = cfg.launcher.engine
+    dtype = resolve_precision(cfg.launcher.precision)
+    ds_config = OmegaConf.to_container(cfg.deepspeed, resolve=True) if engine_kind == "deepspeed" else None
+    task = make_task(env)
+
+    def make_engine(model):
+        return build_engine(engine_kind, model, optim, device=env.device, dtype=dtype, micro_batch=loop_cfg.micro_batch, ds_config=ds_config)
+
+    result = train(task, make_engine, loop_cfg, run_dir, env, debug)
+    if env.is_main:
+        summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "losses"}
+        with open(os.path.join(run_dir, "result.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        log.info("training finished at step %d (%d skipped); exports: %s", result.step, result.skipped_steps, result.exports)
+    return result

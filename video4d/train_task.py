@@ -1,0 +1,186 @@
+"""The video model's training task for the generic loop (:class:`fourd.train.loop.Task`).
+
+Builds the DiT (``video4d.load_dit``, trainable parameters by pattern), the frozen VAE and the data;
+a batch is ``frames [B, V, F, 3, H, W]`` in [0, 1] (F = 4k + 1 frames) encoded to latents
+``x0 [B, V, T, 16, H/8, W/8]`` (T = (F - 1)/4 + 1); the loss is the rectified-flow MSE of
+:func:`video4d.flow.flow_matching_loss` over the non-reference cells (a fixed-view row and a
+freeze-time column as references; freeze-time conditioning dropped on samples that ask for it,
+e.g. static scenes, as in the paper's App. B).
+
+Progressive schedule: ``schedule.frames`` (``[[step, frames], ...]``) sets the clip length F from
+that step on. Data position: each rank reads global sample indices ``rank, rank + W, ...``; the
+next index is its checkpointed state.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Mapping, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchvision.utils import make_grid
+
+from fourd.train.distributed import DistEnv
+from fourd.train.schedule import StepSchedule
+from video4d.flow import TimestepSampling, build_reference, flow_matching_loss
+from video4d.grid import ReferenceCells
+from video4d.sampler import sample
+from video4d.text_context import empty_context, load_context, pad_contexts
+
+__all__ = ["VideoTask", "VideoBatch", "ProceduralSource", "build_source"]
+
+_LOADER_KEYS = ("weights", "trainable", "init", "init_seed")
+
+
+class ProceduralSource:
+    """Synthetic multi-view scenes rendered on the fly by :func:`fourd.data.generate_scene`.
+
+    Sample ``index`` is scene ``seed + index % num_scenes`` with ``views`` views of
+    ``height x width`` pixels and the requested number of frames (the last
+    ``round(num_scenes * static_fraction)`` scenes are static); static scenes ask for the
+    freeze-time conditioning to be dropped. Rendered clips are cached (``cache`` most recent).
+    """
+
+    def __init__(self, views: int, height: int, width: int, num_scenes: int = 8, seed: int = 0, static_fraction: float = 0.25, cache: int = 16):
+        self.views, self.height, self.width = views, height, width
+        self.num_scenes, self.seed, self.static_fraction = num_scenes, seed, static_fraction
+        self._render = functools.lru_cache(maxsize=cache)(self._render_uncached)
+
+    def _render_uncached(self, scene: int, num_frames: int) -> dict[str, Any]:
+        from fourd.data import generate_scene
+
+        static = scene >= self.num_scenes - round(self.num_scenes * self.static_fraction)
+        s = generate_scene(self.seed + scene, num_views=self.views, num_frames=num_frames, height=self.height, width=self.width, kind="static" if static else "dynamic")
+        return {"frames": s.frames, "kind": s.kind, "scene": s.name, "drop_freeze_time_frame_cond": static}
+
+    def sample(self, index: int, num_frames: int) -> dict[str, Any]:
+        """Sample ``index`` with ``num_frames`` frames: ``frames [V, F, 3, H, W]`` in [0, 1], ``kind``,
+        ``scene``, ``drop_freeze_time_frame_cond``."""
+        return self._render(index % self.num_scenes, num_frames)
+
+
+def build_source(cfg: DictConfig) -> ProceduralSource:
+    """The data source named by ``data.source`` (``"procedural"``)."""
+    if cfg.source == "procedural":
+        return ProceduralSource(cfg.views, cfg.height, cfg.width, cfg.num_scenes, cfg.seed, cfg.static_fraction)
+    raise ValueError(f"unknown data.source {cfg.source!r}; use 'procedural'")
+
+
+class VideoBatch(dict):
+    """One micro-batch: ``frames`` ``[B, V, F, 3, H, W]`` in [0, 1], ``drop_time_ref`` bool ``[B]``,
+    ``scenes`` (names), ``kinds``."""
+
+
+class VideoTask:
+    """Training task of the 4D video DiT; ``cfg`` is the composed Hydra config (model, vae, text,
+    data, schedule, flow, reference, preview nodes; see ``configs/train_video4d.yaml``)."""
+
+    def __init__(self, cfg: DictConfig, env: DistEnv):
+        self.cfg, self.env = cfg, env
+        self.frames_schedule = StepSchedule(OmegaConf.to_container(cfg.schedule.frames))
+        self.num_frames = self.frames_schedule(0)
+        self.source = build_source(cfg.data)
+        self.position = 0  # micro-batches' samples consumed by this rank
+        self.sampling = TimestepSampling(**OmegaConf.to_container(cfg.flow.timestep))
+        self.cells = ReferenceCells(view=cfg.reference.view, time=cfg.reference.time)
+        self.vae: Optional[nn.Module] = None
+        self._context: Optional[torch.Tensor] = None
+        self._dit_config: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- model
+    def build_model(self) -> nn.Module:
+        """The DiT (weights from ``model.weights`` or a seeded init identical on all ranks), trainable
+        parameters chosen by ``model.trainable`` patterns, and the frozen VAE on this rank's device."""
+        from video4d import load_dit, load_vae
+        from video4d.model import select_trainable
+
+        model_cfg = OmegaConf.to_container(self.cfg.model, resolve=True)
+        loader = {k: model_cfg.pop(k) for k in _LOADER_KEYS}
+        self._dit_config = model_cfg
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(loader["init_seed"])
+            model = load_dit(model_cfg, weights=loader["weights"], init=loader["init"])
+            self.vae = load_vae(self.cfg.vae.config, weights=self.cfg.vae.weights, device=self.env.device).eval().requires_grad_(False)
+        counts = select_trainable(model, loader["trainable"])
+        self.text_dim, self.text_len = model.config.text_dim, model.config.text_len
+        self.patch = model.config.patch_size
+        if self.env.is_main:
+            print(f"DiT: {counts.trainable:,} trainable / {counts.frozen:,} frozen parameters")
+        return model
+
+    def export_metadata(self) -> dict[str, str]:
+        """``dit_config``: the DiT config as JSON, loadable with ``video4d.load_dit(json.loads(...), weights=...)``."""
+        return {"dit_config": json.dumps(self._dit_config)}
+
+    # ----------------------------------------------------------------- data
+    def on_step(self, step: int) -> None:
+        """Progressive temporal schedule: clip length for optimizer step ``step``."""
+        self.num_frames = int(self.frames_schedule(step))
+
+    def next_batch(self, micro_batch: int, device: torch.device) -> VideoBatch:
+        """This rank's next ``micro_batch`` samples at the current clip length, on ``device``."""
+        samples = []
+        for _ in range(micro_batch):
+            index = self.position * self.env.world_size + self.env.rank
+            samples.append(self.source.sample(index, self.num_frames))
+            self.position += 1
+        return VideoBatch(
+            frames=torch.stack([s["frames"] for s in samples]).to(device),
+            drop_time_ref=torch.tensor([bool(s.get("drop_freeze_time_frame_cond", False)) for s in samples]),
+            scenes=[s["scene"] for s in samples],
+            kinds=[s["kind"] for s in samples],
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Data position of this rank: ``{"position": samples consumed}``."""
+        return {"position": self.position}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.position = int(state["position"])
+
+    # ----------------------------------------------------------------- loss
+    def context(self, batch: int, device: torch.device) -> torch.Tensor:
+        """Text context ``[batch, text_len, text_dim]``: ``text.context_file`` (precomputed umT5
+        embeddings, zero-padded) or zeros."""
+        if self._context is None:
+            file = self.cfg.text.context_file
+            one = load_context(file, self.text_dim) if file else empty_context(1, self.text_len, self.text_dim)[0]
+            self._context = pad_contexts([one.float()], self.text_len)
+        return self._context.to(device).expand(batch, -1, -1)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``[B, V, F, 3, H, W]`` -> latents ``[B, V, T, 16, H/8, W/8]`` with the frozen VAE."""
+        with torch.no_grad():
+            return self.vae.encode(frames.float(), max_videos=self.cfg.vae.max_videos).to(frames.device)
+
+    def loss(self, model, batch: VideoBatch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Rectified-flow loss of ``batch`` (noise and timesteps from ``generator``)."""
+        x0 = self.encode(batch["frames"])
+        reference = build_reference(x0, self.cells, static=batch["drop_time_ref"].to(x0.device), static_drop=self.cfg.reference.drop)
+        loss, stats = flow_matching_loss(model, x0, self.context(x0.shape[0], x0.device), reference, generator, self.sampling)
+        return loss, {k: float(v) for k, v in stats.items()}
+
+    def batch_size_and_tokens(self, batch: VideoBatch) -> tuple[int, int]:
+        """Samples and DiT tokens (``V * T * (H/8/ph) * (W/8/pw)`` per sample) in ``batch``."""
+        B, V, F, _, H, W = batch["frames"].shape
+        T = (F - 1) // 4 + 1
+        return B, B * V * T * (H // 8 // self.patch[1]) * (W // 8 // self.patch[2])
+
+    # -------------------------------------------------------------- preview
+    def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:
+        """Sample the first validation scene with ``preview.steps`` Euler steps from its references and
+        decode it: an image grid ``[3, H', W']`` (top: ground truth, bottom: sample; rows = views,
+        columns = every ``preview.frame_stride``-th frame)."""
+        device = next(model.parameters()).device
+        frames = self.source.sample(self.cfg.preview.index, self.num_frames)["frames"][None].to(device)
+        x0 = self.encode(frames)
+        reference = build_reference(x0, self.cells)
+        latents = sample(model, x0.shape, self.context(1, device), reference, steps=self.cfg.preview.steps, shift=self.cfg.preview.shift, seed=self.cfg.preview.seed)
+        with torch.no_grad():
+            decoded = self.vae.decode(latents.to(device))
+        stride = self.cfg.preview.frame_stride
+        rows = torch.cat([frames[0, :, ::stride], decoded[0, :, ::stride].clamp(0, 1)], 0)  # [2V, F', 3, H, W]
+        return make_grid(rows.flatten(0, 1).float().cpu(), nrow=rows.shape[1], padding=1)
