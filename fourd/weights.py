@@ -22,6 +22,7 @@ __all__ = [
     "StateDictMismatchError",
     "read_state_dict",
     "write_safetensors",
+    "check_state_dict",
     "load_into",
     "atomic_write_bytes",
 ]
@@ -123,27 +124,25 @@ def _name_list(keys: Iterable[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_into(
+def check_state_dict(
     module: torch.nn.Module,
     state: Mapping[str, torch.Tensor],
     *,
-    strict: bool = True,
     allow_missing: Callable[[str], bool] | None = None,
     source: str = "checkpoint",
 ) -> tuple[list[str], list[str]]:
-    """Load ``state`` into ``module`` and report mismatches by name.
+    """Compare ``state``'s keys and shapes with ``module.state_dict()`` (works on meta modules).
 
-    ``allow_missing(key)`` marks keys that may be absent (e.g. new zero-initialised layers).
-    With ``strict`` any other missing key, any unexpected key or any shape mismatch raises
-    :class:`StateDictMismatchError` listing them. Returns ``(missing, unexpected)``.
-    Tensors are cast to the module's parameter dtype.
+    Raises :class:`StateDictMismatchError` naming every missing key not allowed by
+    ``allow_missing(key)``, every unexpected key and every shape mismatch.
+    Returns ``(missing, unexpected)`` otherwise (``unexpected`` is then empty).
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     bad_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
     hard_missing = [k for k in missing if not (allow_missing and allow_missing(k))]
-    if strict and (hard_missing or unexpected or bad_shape):
+    if hard_missing or unexpected or bad_shape:
         parts = [f"{source} does not match {type(module).__name__}:"]
         if hard_missing:
             parts.append(f"missing keys ({len(hard_missing)}): {_name_list(hard_missing)}")
@@ -152,6 +151,33 @@ def load_into(
         if bad_shape:
             parts.append(f"shape mismatches ({len(bad_shape)}): {_name_list(bad_shape)}")
         raise StateDictMismatchError("\n  ".join(parts))
+    return missing, unexpected
+
+
+def load_into(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    strict: bool = True,
+    allow_missing: Callable[[str], bool] | None = None,
+    source: str = "checkpoint",
+    assign: bool = False,
+) -> tuple[list[str], list[str]]:
+    """Load ``state`` into ``module`` and report mismatches by name.
+
+    ``allow_missing(key)`` marks keys that may be absent (e.g. new zero-initialised layers).
+    With ``strict`` any other missing key, any unexpected key or any shape mismatch raises
+    :class:`StateDictMismatchError` listing them (see :func:`check_state_dict`); without it, keys
+    that do not fit are skipped. ``assign=True`` replaces the module's tensors by ``state``'s (for
+    modules built on the meta device; the caller casts dtype/device first). Otherwise tensors are
+    copied into the existing parameters (cast to their dtype). Returns ``(missing, unexpected)``.
+    """
+    if strict:
+        missing, unexpected = check_state_dict(module, state, allow_missing=allow_missing, source=source)
+    own = module.state_dict()
+    if not strict:
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
     usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-    module.load_state_dict(usable, strict=False, assign=False)
+    module.load_state_dict(usable, strict=False, assign=assign)
     return missing, unexpected

@@ -15,37 +15,13 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from fourd.weights import StateDictMismatchError, read_state_dict
+from fourd.weights import StateDictMismatchError, check_state_dict, read_state_dict
 from video4d.model.config import INITS, DiTConfig, resolve_config
 from video4d.model.keymap import to_official
 from video4d.model.variants import is_new_layer_key
 from video4d.model.wan import WanDiT4D
 
 __all__ = ["load_dit", "load_weights"]
-
-
-def _names(keys: list[str], limit: int = 10) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def _check_keys(model: WanDiT4D, state: Mapping[str, torch.Tensor], source: str) -> list[str]:
-    """Raise a StateDictMismatchError naming every problem; return the (allowed) missing keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    bad_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    hard_missing = [k for k in missing if not is_new_layer_key(k)]
-    if hard_missing or unexpected or bad_shape:
-        parts = [f"{source} does not match the DiT ({model.config.attention_variant} variant, dim {model.config.dim}, {model.config.num_layers} layers):"]
-        if hard_missing:
-            parts.append(f"missing keys ({len(hard_missing)}): {_names(hard_missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_names(unexpected)}")
-        if bad_shape:
-            parts.append(f"shape mismatches ({len(bad_shape)}): {_names(bad_shape)}")
-        raise StateDictMismatchError("\n  ".join(parts))
-    return missing
 
 
 def load_weights(
@@ -62,7 +38,9 @@ def load_weights(
     ``state`` are created on ``device`` and initialised with ``init``. Returns those missing keys.
     """
     state = to_official(state)
-    missing = _check_keys(model, state, source)
+    cfg = model.config
+    described = f"{source} (DiT {cfg.attention_variant} variant, dim {cfg.dim}, {cfg.num_layers} layers)"
+    missing, _ = check_state_dict(model, state, allow_missing=is_new_layer_key, source=described)
     model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=False, assign=True)
     fresh = []
     for layer in model.new_layers():
