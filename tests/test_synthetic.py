@@ -29,6 +29,8 @@ def test_deterministic_by_seed_and_shapes():
     for field in ("frames", "depth", "masks", "extrinsics", "intrinsics", "object_centers"):
         assert torch.equal(getattr(a, field), getattr(b, field)), field
     assert not torch.equal(a.frames, c.frames)
+    chunked = generate_scene(3, num_views=3, num_frames=5, height=24, width=32, max_rays=24 * 32 * 2)
+    assert torch.allclose(chunked.frames, a.frames, atol=1e-6) and torch.equal(chunked.masks, a.masks)
     assert a.frames.shape == (3, 5, 3, 24, 32) and a.frames.dtype == torch.float32
     assert a.depth.shape == (3, 5, 24, 32) and a.masks.shape == (3, 5, 24, 32) and a.masks.dtype == torch.uint8
     assert a.extrinsics.shape == (3, 5, 3, 4) and a.intrinsics.shape == (3, 5, 3, 3)

@@ -9,7 +9,6 @@ from fourd.data.datasets import HomographyVideoSource, MultiViewSource, SceneSou
 from fourd.data.format import CorruptSampleError, Scene, SceneFormatError, SceneMeta
 from fourd.data.mixture import DEFAULT_RATIOS, MixtureDataset, MixtureSampler
 from fourd.data.scene_io import list_scenes, open_scene, read_scene, write_scene
-from fourd.data.synthetic import generate_scene, write_synthetic_dataset
 
 __all__ = [
     "DEFAULT_RATIOS",
@@ -30,3 +29,12 @@ __all__ = [
     "write_scene",
     "write_synthetic_dataset",
 ]
+
+
+def __getattr__(name: str):
+    # Lazy, so that `python -m fourd.data.synthetic` does not find the module imported already.
+    if name in ("generate_scene", "write_synthetic_dataset"):
+        from fourd.data import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module 'fourd.data' has no attribute {name!r}")

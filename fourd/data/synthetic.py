@@ -8,13 +8,15 @@ cameras. Deterministic by seed. Kinds: ``dynamic`` (objects move, cameras fixed 
 ``static`` (objects frozen, each view's camera sweeps along the arc over time: a camera trajectory
 over a static scene).
 
-CLI: ``python -m fourd.data.synthetic --out DIR --num-scenes N [--num-views V --num-frames T ...]``.
+CLI: ``python -m fourd.data.synthetic --out DIR --num-scenes N [--num-views V --num-frames T ...]``;
+``--benchmark`` prints generation times.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import posixpath
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +25,7 @@ import torch
 from fourd.data.format import Scene
 from fourd.data.scene_io import write_scene
 
-__all__ = ["generate_scene", "write_scene", "write_synthetic_dataset", "look_at", "main"]
+__all__ = ["generate_scene", "write_scene", "write_synthetic_dataset", "look_at", "benchmark", "main"]
 
 _SKY_RADIUS = 40.0
 _LIGHT = torch.tensor([0.4, -0.3, 0.87])
@@ -102,20 +104,19 @@ def _sample_objects(rng: np.random.Generator, num_objects: int) -> _Objects:
     axis = rng.normal(size=(K, 3))
     colors = rng.uniform(0.05, 1.0, (K, 2, 3))
     colors[:, 1] = 1.0 - colors[:, 0] * rng.uniform(0.5, 1.0, (K, 1))
-    f = _f32
     return _Objects(
         is_box=torch.from_numpy(is_box),
-        size=f(size),
-        rest=f(rest),
-        amp=f(amp),
-        freq=f(rng.uniform(0.1, 0.35, (K, 3))),
-        phase=f(rng.uniform(0, 2 * np.pi, (K, 3))),
-        axis=torch.nn.functional.normalize(f(axis), dim=-1),
-        omega=f(rng.uniform(0.5, 2.0, K) * rng.choice([-1.0, 1.0], K)),
-        colors=f(colors),
-        checker=f(rng.uniform(2.0, 6.0, K)),
-        waves=f(rng.normal(0.0, 6.0, (K, 3, 3))),
-        wave_phase=f(rng.uniform(0, 2 * np.pi, (K, 3))),
+        size=_f32(size),
+        rest=_f32(rest),
+        amp=_f32(amp),
+        freq=_f32(rng.uniform(0.1, 0.35, (K, 3))),
+        phase=_f32(rng.uniform(0, 2 * np.pi, (K, 3))),
+        axis=torch.nn.functional.normalize(_f32(axis), dim=-1),
+        omega=_f32(rng.uniform(0.5, 2.0, K) * rng.choice([-1.0, 1.0], K)),
+        colors=_f32(colors),
+        checker=_f32(rng.uniform(2.0, 6.0, K)),
+        waves=_f32(rng.normal(0.0, 6.0, (K, 3, 3))),
+        wave_phase=_f32(rng.uniform(0, 2 * np.pi, (K, 3))),
     )
 
 
@@ -199,6 +200,56 @@ def _sample_cameras(rng, num_views, num_frames, height, width, kind, arc_degrees
     return extrinsics, K.expand(num_views, num_frames, 3, 3).contiguous()
 
 
+@dataclass
+class _Backdrop:
+    """Ground plane and sky dome textures."""
+
+    ground: torch.Tensor  # [2, 3] checker colours
+    ground_cells: float  # checker cells per metre
+    sky: torch.Tensor  # [2, 3] horizon and zenith colours
+    sky_waves: torch.Tensor  # [3, 3] noise wave vectors
+    sky_phase: torch.Tensor  # [3]
+
+
+def _render(objects: _Objects, backdrop: _Backdrop, centers, rotations, extrinsics, intrinsics, height: int, width: int):
+    """Ray-cast F frames: ``centers`` [K, F, 3] and ``rotations`` [K, F, 3, 3] object poses,
+    ``extrinsics`` [F, 3, 4], ``intrinsics`` [F, 3, 3]. Returns RGB [F, P, 3] in [0, 1], camera
+    z-depth [F, P] (metres) and the surface id [F, P] (0 sky, 1 ground, k + 2 object k), P = H * W."""
+    # Rays through pixel centres; directions have camera z = 1, so the ray parameter is the z-depth.
+    ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)  # [P, 3]
+    R, t = extrinsics[..., :3], extrinsics[..., 3]
+    dirs = pix @ torch.linalg.inv(intrinsics).transpose(-1, -2) @ R  # world directions R^T K^-1 p: [F, P, 3]
+    origin = -(R.transpose(-1, -2) @ t[..., None]).squeeze(-1)  # [F, 3]
+
+    s_obj = _object_distances(objects, centers, rotations, origin, dirs)
+    s_ground = torch.where(dirs[..., 2] < -1e-6, -origin[:, None, 2] / dirs[..., 2].clamp_max(-1e-6), torch.inf)
+    a = (dirs * dirs).sum(-1)
+    b = 2 * (dirs * origin[:, None]).sum(-1)
+    c = (origin * origin).sum(-1)[:, None] - _SKY_RADIUS**2
+    s_sky = (-b + (b * b - 4 * a * c).sqrt()) / (2 * a)
+    depth, which = torch.cat([s_sky[None], s_ground[None], s_obj], 0).min(0)
+    points = origin[:, None] + depth[..., None] * dirs
+
+    # Shade the visible surface only.
+    light = torch.nn.functional.normalize(_LIGHT, dim=0)
+    index = (which - 2).clamp_min(0)
+    local, normal = _surface(objects, index, centers, rotations, points)
+    cell = _checker(local, objects.checker[index])
+    albedo = torch.lerp(objects.colors[index, 0], objects.colors[index, 1], cell[..., None])
+    noise = _noise(local, objects.waves[index], objects.wave_phase[index])
+    lambert = 0.35 + 0.65 * (normal @ light).clamp_min(0)
+    obj_rgb = albedo * ((0.75 + 0.25 * noise) * lambert)[..., None]
+    g_cell = _checker(points[..., :2], torch.full(points.shape[:-1], backdrop.ground_cells))
+    ground_rgb = torch.lerp(backdrop.ground[0], backdrop.ground[1], g_cell[..., None]) * (0.35 + 0.65 * light[2])
+    elev = (points[..., 2] / _SKY_RADIUS).clamp(0, 1)
+    sky_noise = _noise(points, backdrop.sky_waves, backdrop.sky_phase)
+    sky_rgb = torch.lerp(backdrop.sky[0], backdrop.sky[1], elev[..., None]) * (0.8 + 0.2 * sky_noise[..., None])
+    which3 = which[..., None]
+    rgb = torch.where(which3 == 0, sky_rgb, torch.where(which3 == 1, ground_rgb, obj_rgb))
+    return rgb.clamp(0, 1), depth, which
+
+
 def generate_scene(
     seed: int,
     num_views: int = 4,
@@ -210,15 +261,16 @@ def generate_scene(
     arc_degrees: float = 120.0,
     static_sweep_degrees: float = 40.0,
     fps: float = 12.0,
+    max_rays: int = 2**20,
 ) -> Scene:
     """Render a procedural scene, deterministic in ``seed``.
 
     ``num_objects`` defaults to 2-4 (seeded); ``arc_degrees`` is the arc the views span (>= 360: a
     full ring); for ``kind="static"`` each camera additionally sweeps ``static_sweep_degrees`` over
-    the frames. Returns a :class:`Scene`: frames [V, T, 3, H, W] in [0, 1], depth [V, T, H, W]
-    (camera z, metres), masks uint8 [V, T, H, W], extrinsics [V, T, 3, 4] (world frame),
-    intrinsics [V, T, 3, 3] (pixels, centre at ``(W/2, H/2)``), object_centers [K, T, 3],
-    object_radii [K].
+    the frames; frames are ray-cast in chunks of about ``max_rays`` rays (bounds memory). Returns a
+    :class:`Scene`: frames [V, T, 3, H, W] in [0, 1], depth [V, T, H, W] (camera z, metres), masks
+    uint8 [V, T, H, W], extrinsics [V, T, 3, 4] (world frame), intrinsics [V, T, 3, 3] (pixels,
+    centre at ``(W/2, H/2)``), object_centers [K, T, 3], object_radii [K].
     """
     if kind not in ("dynamic", "static"):
         raise ValueError(f"generate_scene: kind must be 'dynamic' or 'static', got {kind!r}")
@@ -226,61 +278,34 @@ def generate_scene(
     V, T, H, W = num_views, num_frames, height, width
     objects = _sample_objects(rng, int(num_objects or rng.integers(2, 5)))
     extrinsics, intrinsics = _sample_cameras(rng, V, T, H, W, kind, arc_degrees, static_sweep_degrees)
-    ground = torch.tensor(rng.uniform(0.2, 0.9, (2, 3)), dtype=torch.float32)
-    ground_cells = float(rng.uniform(0.6, 1.5))
-    sky = torch.tensor(rng.uniform(0.3, 1.0, (2, 3)), dtype=torch.float32)
-    sky_waves = torch.tensor(rng.normal(0, 0.4, (3, 3)), dtype=torch.float32)
-    sky_phase = torch.tensor(rng.uniform(0, 2 * np.pi, 3), dtype=torch.float32)
-
+    backdrop = _Backdrop(
+        ground=_f32(rng.uniform(0.2, 0.9, (2, 3))),
+        ground_cells=float(rng.uniform(0.6, 1.5)),
+        sky=_f32(rng.uniform(0.3, 1.0, (2, 3))),
+        sky_waves=_f32(rng.normal(0, 0.4, (3, 3))),
+        sky_phase=_f32(rng.uniform(0, 2 * np.pi, 3)),
+    )
     seconds = torch.arange(T, dtype=torch.float32) / fps
     if kind == "static":
         seconds = torch.zeros_like(seconds)
     centers, rotations = objects.pose(seconds)  # [K, T, 3], [K, T, 3, 3]
-    F = V * T
-    frame_time = torch.arange(F) % T
-    centers_f, rotations_f = centers[:, frame_time], rotations[:, frame_time]
 
-    # Rays through pixel centres; d has camera z = 1, so the ray parameter is the z-depth.
-    ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
-    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)  # [P, 3]
-    R, t = extrinsics[..., :3].reshape(F, 3, 3), extrinsics[..., 3].reshape(F, 3)
-    cam_dirs = pix @ torch.linalg.inv(intrinsics.reshape(F, 3, 3)).transpose(-1, -2)  # [F, P, 3]
-    dirs = cam_dirs @ R  # world directions: R^T d for each ray
-    origin = -(R.transpose(-1, -2) @ t[..., None]).squeeze(-1)  # [F, 3]
-
-    s_obj = _object_distances(objects, centers_f, rotations_f, origin, dirs)
-    s_ground = torch.where(dirs[..., 2] < -1e-6, -origin[:, None, 2] / dirs[..., 2].clamp_max(-1e-6), torch.inf)
-    a = (dirs * dirs).sum(-1)
-    b = 2 * (dirs * origin[:, None]).sum(-1)
-    c = (origin * origin).sum(-1)[:, None] - _SKY_RADIUS**2
-    s_sky = (-b + (b * b - 4 * a * c).sqrt()) / (2 * a)
-    depth, which = torch.cat([s_sky[None], s_ground[None], s_obj], 0).min(0)  # which: 0 sky, 1 ground, k+2 object k
-    points = origin[:, None] + depth[..., None] * dirs
-
-    # Shade the visible surface only.
-    light = torch.nn.functional.normalize(_LIGHT, dim=0)
-    index = (which - 2).clamp_min(0)
-    local, normal = _surface(objects, index, centers_f, rotations_f, points)
-    cell = _checker(local, objects.checker[index])
-    albedo = torch.lerp(objects.colors[index, 0], objects.colors[index, 1], cell[..., None])
-    noise = _noise(local, objects.waves[index], objects.wave_phase[index])
-    lambert = 0.35 + 0.65 * (normal @ light).clamp_min(0)
-    obj_rgb = albedo * ((0.75 + 0.25 * noise) * lambert)[..., None]
-    g_cell = _checker(points[..., :2], torch.full(points.shape[:-1], ground_cells))
-    ground_rgb = torch.lerp(ground[0], ground[1], g_cell[..., None]) * (0.35 + 0.65 * light[2])
-    elev = (points[..., 2] / _SKY_RADIUS).clamp(0, 1)
-    sky_rgb = torch.lerp(sky[0], sky[1], elev[..., None]) * (0.8 + 0.2 * _noise(points, sky_waves, sky_phase)[..., None])
-    which3 = which[..., None]
-    rgb = torch.where(which3 == 0, sky_rgb, torch.where(which3 == 1, ground_rgb, obj_rgb))
-
-    masks = (which - 1).clamp_min(0).to(torch.uint8)
+    frame_time = torch.arange(V * T) % T
+    E, K = extrinsics.reshape(V * T, 3, 4), intrinsics.reshape(V * T, 3, 3)
+    chunk = max(1, max_rays // (H * W))
+    parts = [
+        _render(objects, backdrop, centers[:, frame_time[i : i + chunk]], rotations[:, frame_time[i : i + chunk]],
+                E[i : i + chunk], K[i : i + chunk], H, W)
+        for i in range(0, V * T, chunk)
+    ]
+    rgb, depth, which = (torch.cat(p) for p in zip(*parts))
     return Scene(
         name=f"synthetic_{kind}_{seed:06d}",
         kind=kind,
-        frames=rgb.clamp(0, 1).reshape(V, T, H, W, 3).permute(0, 1, 4, 2, 3).contiguous(),
+        frames=rgb.reshape(V, T, H, W, 3).permute(0, 1, 4, 2, 3).contiguous(),
         fps=fps,
         depth=depth.reshape(V, T, H, W).contiguous(),
-        masks=masks.reshape(V, T, H, W).contiguous(),
+        masks=(which - 1).clamp_min(0).to(torch.uint8).reshape(V, T, H, W).contiguous(),
         extrinsics=extrinsics.contiguous(),
         intrinsics=intrinsics,
         object_centers=centers,
@@ -301,11 +326,35 @@ def write_synthetic_dataset(out: str, num_scenes: int, seed: int = 0, kinds: tup
     return urls
 
 
+def benchmark(repeats: int = 3) -> list[tuple[str, int, float]]:
+    """Median seconds per :func:`generate_scene` call for a few sizes, with 1 and with all torch threads.
+
+    Returns rows (``"VxTxHxW"``, threads, seconds) and prints them as a table.
+    """
+    rows = []
+    default_threads = torch.get_num_threads()
+    for V, T, H, W in ((4, 9, 64, 64), (8, 17, 128, 128), (4, 9, 256, 256)):
+        for threads in sorted({1, default_threads}):
+            torch.set_num_threads(threads)
+            times = []
+            for seed in range(repeats):
+                start = time.perf_counter()
+                generate_scene(seed, num_views=V, num_frames=T, height=H, width=W)
+                times.append(time.perf_counter() - start)
+            rows.append((f"{V}x{T}x{H}x{W}", threads, float(np.median(times))))
+    torch.set_num_threads(default_threads)
+    print(f"{'scene VxTxHxW':>16} {'threads':>8} {'seconds':>9}")
+    for name, threads, seconds in rows:
+        print(f"{name:>16} {threads:>8d} {seconds:>9.3f}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line entry: write a synthetic dataset (see the module docstring)."""
+    """Command line entry: write a synthetic dataset (see the module docstring), or ``--benchmark``."""
     parser = argparse.ArgumentParser(description="Write procedural synthetic 4D scenes in the fourd scene format.")
-    parser.add_argument("--out", required=True, help="output directory (any fsspec URL)")
-    parser.add_argument("--num-scenes", type=int, required=True)
+    parser.add_argument("--benchmark", action="store_true", help="print generation times and exit")
+    parser.add_argument("--out", help="output directory (any fsspec URL)")
+    parser.add_argument("--num-scenes", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-views", type=int, default=8)
     parser.add_argument("--num-frames", type=int, default=17)
@@ -315,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arc-degrees", type=float, default=120.0)
     parser.add_argument("--rgb-format", choices=("png", "jpg", "mp4"), default="png")
     args = parser.parse_args(argv)
+    if args.benchmark:
+        benchmark()
+        return
+    if not args.out:
+        parser.error("--out is required (or pass --benchmark)")
     urls = write_synthetic_dataset(
         args.out, args.num_scenes, seed=args.seed, kinds=tuple(args.kinds.split(",")), rgb_format=args.rgb_format,
         num_views=args.num_views, num_frames=args.num_frames, height=args.height, width=args.width,
