@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from fourd.data import HomographyVideoSource, MultiViewSource, StaticSceneSource, generate_scene, open_scene, write_scene
+from fourd.data import (
+    HomographyVideoSource,
+    MultiViewSource,
+    SceneFormatError,
+    StaticSceneSource,
+    generate_scene,
+    open_scene,
+    write_scene,
+)
 from fourd.data.homography import UNIT_CORNERS, homography_from_corners, homography_path, random_corner_path, warp_frames
 from fourd.data.transforms import ResizeCrop
 
@@ -130,6 +138,12 @@ def test_static_source_repeats_trajectory_frames_over_time(static_scene):
     assert picks[1] - picks[0] == 2 and picks[2] - picks[1] == 2
     assert (frames[:, 0] - scene.frames[0, picks]).abs().max() <= 0.5 / 255 + 1e-6
     assert torch.equal(E, E[:, :1].expand_as(E))
+
+
+def test_static_source_rejects_moving_scenes(dynamic_scene):
+    _, url = dynamic_scene
+    with pytest.raises(SceneFormatError, match="scene synthetic_dynamic_000021: kind 'dynamic'"):
+        StaticSceneSource([url], num_views=2, num_frames=3, size=(16, 16))[0]
 
 
 def test_static_source_uses_views_of_single_frame_scenes():

@@ -202,7 +202,8 @@ class StaticSceneSource(SceneSource):
     """Camera trajectories over static scenes -> V views, each one trajectory frame repeated T times.
 
     The trajectory is view 0's frame sequence (``random_source_view``: a random view) or, for a
-    scene with a single frame per view, its views in order. V trajectory frames ``view_stride``
+    scene with a single frame per view, its views in order. Scenes of kind "dynamic" with more
+    than one frame are rejected (their content moves). V trajectory frames ``view_stride``
     apart (int or (min, max)) become the views. Samples set ``drop_freeze_time_frame_cond``.
     """
 
@@ -216,6 +217,8 @@ class StaticSceneSource(SceneSource):
     def load(self, reader: SceneReader, rng: np.random.Generator) -> dict:
         meta = reader.meta
         along_views = meta.num_frames == 1
+        if meta.kind == "dynamic" and not along_views:
+            raise SceneFormatError(f"scene {meta.name}: kind 'dynamic' (moving content) cannot serve as a static scene")
         length = meta.num_views if along_views else meta.num_frames
         picks = sample_clip(length, self.num_views, _draw_stride(self.view_stride, rng), rng, meta.name,
                             "views" if along_views else "trajectory frames")

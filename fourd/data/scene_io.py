@@ -68,7 +68,8 @@ def _decode_video(data: bytes, ext: str, max_frames: Optional[int], what: str) -
             if max_frames is not None and len(frames) >= max_frames:
                 break
     except (OSError, RuntimeError, ValueError, IndexError) as e:
-        raise CorruptSampleError(f"{what}: cannot decode video ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CorruptSampleError(f"{what}: cannot decode video ({reason})") from None
     if not frames:
         raise CorruptSampleError(f"{what}: video has no decodable frames")
     return np.stack(frames)
@@ -286,7 +287,8 @@ def write_scene(scene: Scene, url: str, rgb_format: str = "png", video_quality: 
                 fs.pipe_file(posixpath.join(root, depth_path(v, t)), buf.getvalue())
             if scene.masks is not None:
                 fs.makedirs(posixpath.join(root, view_dir("masks", v)), exist_ok=True)
-                fs.pipe_file(posixpath.join(root, mask_path(v, t)), _encode_image(scene.masks[v, t].to(torch.uint8).cpu().numpy(), "png"))
+                mask = scene.masks[v, t].to(torch.uint8).cpu().numpy()
+                fs.pipe_file(posixpath.join(root, mask_path(v, t)), _encode_image(mask, "png"))
     _put(fs, posixpath.join(root, "scene.json"), meta.to_json().encode("utf-8"))
 
 

@@ -313,7 +313,8 @@ def generate_scene(
     )
 
 
-def write_synthetic_dataset(out: str, num_scenes: int, seed: int = 0, kinds: tuple = ("dynamic",), rgb_format: str = "png", **scene_kwargs) -> list[str]:
+def write_synthetic_dataset(out: str, num_scenes: int, seed: int = 0, kinds: tuple = ("dynamic",),
+                            rgb_format: str = "png", **scene_kwargs) -> list[str]:
     """Generate ``num_scenes`` scenes (seeds ``seed + i``, kind cycling through ``kinds``) and write
     each to ``<out>/<scene name>`` (any fsspec URL). ``scene_kwargs`` go to :func:`generate_scene`.
     Returns the scene URLs."""
