@@ -48,11 +48,11 @@ def test_state_dict_matches_official_table():
 
 @pytest.mark.parametrize("T", [1, 5, 9])
 def test_encode_decode_shapes(tiny, T):
-    frames = torch.rand(1, 2, T, 3, 16, 24)
+    frames = torch.rand(1, 2, T, 3, 8, 24)
     with torch.no_grad():
         z = tiny.encode(frames)
         out = tiny.decode(z)
-    assert z.shape == (1, 2, (T - 1) // 4 + 1, 16, 2, 3)
+    assert z.shape == (1, 2, (T - 1) // 4 + 1, 16, 1, 3)
     assert out.shape == frames.shape
     assert out.min() >= 0 and out.max() <= 1
 
@@ -82,6 +82,14 @@ def test_chunked_encode_equals_one_shot(tiny):
         chunked8 = tiny.encode(frames, chunk_frames=8)
     torch.testing.assert_close(chunked, one_shot, rtol=0, atol=1e-5)
     torch.testing.assert_close(chunked8, one_shot, rtol=0, atol=1e-5)
+
+
+def test_gradients_flow_across_chunks(tiny):
+    frames = torch.rand(1, 1, 5, 3, 16, 16, requires_grad=True)
+    (chunked,) = torch.autograd.grad(tiny.encode(frames, chunk_frames=4).square().sum(), frames)
+    (one_shot,) = torch.autograd.grad(tiny.encode(frames, chunk_frames=None).square().sum(), frames)
+    assert chunked[:, :, 0].abs().max() > 0
+    torch.testing.assert_close(chunked, one_shot, rtol=1e-4, atol=1e-6)
 
 
 def test_chunked_decode_equals_one_shot(tiny):

@@ -5,7 +5,7 @@ import torch
 from video4d.vae import LatentCache, load_vae
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def vae():
     torch.manual_seed(2)
     return load_vae("tiny")

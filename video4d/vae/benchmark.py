@@ -14,6 +14,7 @@ import time
 
 
 def _measure(config: str, frames: int, height: int, width: int, views: int, device: str, dtype: str) -> dict:
+    """Encode then decode random frames ``[1, views, frames, 3, height, width]``; seconds and MB."""
     import torch
 
     from video4d.vae import load_vae
@@ -42,6 +43,7 @@ def _measure(config: str, frames: int, height: int, width: int, views: int, devi
 
 
 def main() -> None:
+    """Print one table row (time, peak memory) per requested frame count."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny")
     parser.add_argument("--size", default="64x64", help="HxW in pixels")

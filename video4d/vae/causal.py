@@ -22,6 +22,7 @@ class CausalCache:
     Layers keep what they need from earlier chunks under their own identity: past input frames
     ``[N, C, k, H, W]`` for convolutions, a flag for layers that treat the very first frame apart.
     Use one cache per video batch and per direction (encoder or decoder); a fresh cache starts a new video.
+    Memory stays bounded in the number of chunks only without autograd (``torch.no_grad()``).
     """
 
     def __init__(self) -> None:
@@ -33,8 +34,8 @@ class CausalCache:
         return self._state.get(id(layer))
 
     def put(self, layer: nn.Module, value: torch.Tensor) -> None:
-        """Store ``layer``'s state for the next chunk (detached, so no graph is kept alive)."""
-        self._state[id(layer)] = value.detach()
+        """Store ``layer``'s state for the next chunk (not detached: gradients flow across chunks)."""
+        self._state[id(layer)] = value
 
     def first_call(self, layer: nn.Module) -> bool:
         """True the first time ``layer`` asks (its first chunk), False afterwards."""
