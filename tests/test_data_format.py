@@ -14,14 +14,6 @@ from fourd.data import MultiViewSource, SceneFormatError, generate_scene, open_s
 from fourd.data.format import SceneMeta
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def scene():
     return generate_scene(1, num_views=3, num_frames=5, height=24, width=32)

@@ -16,14 +16,6 @@ from fourd.data import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sources():
     root = f"memory://test_data_mixture/{uuid.uuid4().hex}"

@@ -18,14 +18,6 @@ from fourd.data.homography import UNIT_CORNERS, homography_from_corners, homogra
 from fourd.data.transforms import ResizeCrop
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dynamic_scene():
     scene = generate_scene(21, num_views=4, num_frames=7, height=48, width=64, num_objects=3)

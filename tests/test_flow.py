@@ -19,15 +19,6 @@ from video4d.grid import ReferenceCells, ReferenceLatents
 from video4d.sampler import sample
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and far faster on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_interpolation_endpoints_and_velocity_is_the_sigma_derivative():
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(3, 2, 2, 4, 3, 3, generator=g), torch.randn(3, 2, 2, 4, 3, 3, generator=g)

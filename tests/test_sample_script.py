@@ -12,14 +12,6 @@ from safetensors.torch import load_file
 from launch.sample_video4d import generate
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and far faster on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -8,15 +8,6 @@ from video4d.sampler import sample, sampling_sigmas
 from video4d.text_context import empty_context, load_context, pad_contexts, save_context
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and far faster on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class _ContextVelocity(torch.nn.Module):
     """A random, non-linear stand-in velocity model that reads latents, timestep and context."""
 

@@ -5,15 +5,6 @@ import torch
 from fourd.data.synthetic import generate_scene, look_at
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny tensor ops: intra-op threads only add overhead (and stall badly on a busy 2-core box).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _project(scene, points):
     """Pixel coordinates [V, T, K, 2] and camera depth [V, T, K] of world points [K, T, 3]."""
     R, t = scene.extrinsics[..., :3], scene.extrinsics[..., 3]  # [V, T, 3, 3], [V, T, 3]
