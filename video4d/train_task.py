@@ -29,7 +29,7 @@ from video4d.grid import ReferenceCells
 from video4d.sampler import sample
 from video4d.text_context import empty_context, load_context, pad_contexts
 
-__all__ = ["VideoTask", "VideoBatch", "ProceduralSource", "build_source"]
+__all__ = ["VideoTask", "VideoBatch", "ProceduralSource", "MixtureSource", "build_source"]
 
 _LOADER_KEYS = ("weights", "trainable", "init", "init_seed")
 
@@ -61,11 +61,47 @@ class ProceduralSource:
         return self._render(index % self.num_scenes, num_frames)
 
 
-def build_source(cfg: DictConfig) -> ProceduralSource:
-    """The data source named by ``data.source`` (``"procedural"``)."""
+class MixtureSource:
+    """On-disk scenes through :class:`fourd.data.MixtureDataset` (fixed ratios, seeded, resumable).
+
+    ``sources``: ``{name: {type: multiview | homography | static, scenes: root URL or list of scene
+    URLs, ratio: float, **source options}}``; every source yields ``views`` views of
+    ``height x width`` pixels. Sample ``index`` is the mixture's global position ``index``; the clip
+    length is set on every source before reading it (the progressive schedule).
+    """
+
+    TYPES = ("multiview", "homography", "static")
+
+    def __init__(self, sources: Mapping[str, Mapping[str, Any]], views: int, height: int, width: int, seed: int = 0, reverse_views_prob: float = 0.5, epoch_size: Optional[int] = None):
+        from fourd.data import HomographyVideoSource, MixtureDataset, MultiViewSource, StaticSceneSource
+
+        classes = dict(zip(self.TYPES, (MultiViewSource, HomographyVideoSource, StaticSceneSource)))
+        built, ratios = {}, {}
+        for name, spec in sources.items():
+            spec = dict(spec)
+            kind, ratio = spec.pop("type"), spec.pop("ratio")
+            if kind not in classes:
+                raise ValueError(f"data source {name!r}: unknown type {kind!r}; use one of {', '.join(self.TYPES)}")
+            built[name] = classes[kind](num_views=views, num_frames=1, size=(height, width), seed=seed, **spec)
+            ratios[name] = ratio
+        self.sources = built
+        self.mixture = MixtureDataset(built, ratios, seed=seed, epoch_size=epoch_size, reverse_views_prob=reverse_views_prob)
+
+    def sample(self, index: int, num_frames: int) -> dict[str, Any]:
+        """Mixture position ``index`` as a clip of ``num_frames`` frames (``frames [V, F, 3, H, W]``, ...)."""
+        for source in self.sources.values():
+            source.num_frames = num_frames
+        return self.mixture[index]
+
+
+def build_source(cfg: DictConfig) -> ProceduralSource | MixtureSource:
+    """The data source named by ``data.source``: ``"procedural"`` or ``"mixture"``."""
     if cfg.source == "procedural":
         return ProceduralSource(cfg.views, cfg.height, cfg.width, cfg.num_scenes, cfg.seed, cfg.static_fraction)
-    raise ValueError(f"unknown data.source {cfg.source!r}; use 'procedural'")
+    if cfg.source == "mixture":
+        sources = OmegaConf.to_container(cfg.sources, resolve=True)
+        return MixtureSource(sources, cfg.views, cfg.height, cfg.width, cfg.seed, cfg.reverse_views_prob, cfg.epoch_size)
+    raise ValueError(f"unknown data.source {cfg.source!r}; use 'procedural' or 'mixture'")
 
 
 class VideoBatch(dict):
