@@ -5,7 +5,9 @@ reference camera); temporal attention (``cfg.temporal``) links the sets (see ``a
 
 Camera token replacement (``cfg.camera_token_replacement``, paper §3.2): after the transformer,
 the camera tokens of all views at every timestep are replaced by those of the first timestep
-before the camera head, so every timestep gets the same cameras. With it, the world frame of all
+before the camera head, so every timestep gets the same cameras. (Implemented by running the
+camera head once on the first timestep's tokens and broadcasting its output over time: the same
+result, bitwise identical across timesteps, at ``1/T`` of the cost.) With it, the world frame of all
 outputs is the first camera of the first timestep; without it, each timestep's outputs live in the
 frame of that timestep's first camera. The DPT heads read only patch tokens and are unaffected.
 
@@ -117,9 +119,9 @@ class Reconstructor(nn.Module):
         if self.camera_head is not None:
             cam = tokens[cfg.depth - 1][:, :, :, 0]
             if cfg.camera_token_replacement:
-                cam = cam[:, :1].expand(-1, T, -1, -1)
-            encodings = self.camera_head(cam.reshape(B * T, V, -1), cfg.camera_iterations)
-            out.pose_enc_list = [e.reshape(B, T, V, -1).transpose(1, 2) for e in encodings]
+                cam = cam[:, :1]
+            encodings = self.camera_head(cam.reshape(-1, V, cam.shape[-1]), cfg.camera_iterations)
+            out.pose_enc_list = [e.reshape(B, -1, V, e.shape[-1]).expand(B, T, V, -1).transpose(1, 2) for e in encodings]
             out.pose_enc = out.pose_enc_list[-1]
             out.extrinsics, out.intrinsics = pose_encoding_to_cameras(out.pose_enc, (H, W))
 

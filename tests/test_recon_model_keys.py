@@ -1,0 +1,106 @@
+"""State-dict layout and loading of the reconstructor against the official VGGT-1B key table."""
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fourd.weights import StateDictMismatchError, WeightsNotFoundError, write_safetensors
+from recon.model import build_reconstructor, is_new_layer_key, load_reconstructor, load_weights
+
+TABLE = Path(__file__).parent / "data" / "reference" / "vggt-1b.keys.tsv"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Toy-sized models run fastest single-threaded (and do not fight other tests for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _table():
+    lines = TABLE.read_text().splitlines()
+    header = json.loads(lines[0].lstrip("# "))
+    rows = [line.split("\t") for line in lines[1:]]
+    return header, [(r[0], tuple(int(s) for s in r[1].split(","))) for r in rows]
+
+
+def _meta(config):
+    with torch.device("meta"):
+        return build_reconstructor(config)
+
+
+def test_vggt_1b_state_dict_equals_the_official_table():
+    header, rows = _table()
+    state = _meta("vggt-1b").state_dict()
+    mine = [(k, tuple(v.shape)) for k, v in state.items()]
+    assert len(mine) == header["keys"] == 1797
+    assert mine == rows
+    digest = hashlib.sha256("\n".join(f"{k}\t{','.join(map(str, s))}" for k, s in mine).encode()).hexdigest()
+    assert digest == header["key_shape_sha256"]
+    assert sum(v.numel() for v in state.values()) == header["total_params"]
+    assert all(v.dtype == torch.float32 for v in state.values())
+
+
+def test_4d_model_loads_the_vggt_1b_layout_with_only_new_layers_missing():
+    _, rows = _table()
+    model = _meta("vggt-1b-4d")
+    checkpoint = {k: torch.empty(shape, device="meta") for k, shape in rows}
+    report = load_weights(model, checkpoint, source="vggt-1b table")
+    assert report.missing and all(is_new_layer_key(k) for k in report.missing)
+    assert set(report.missing) == {k for k in model.state_dict() if is_new_layer_key(k)}
+    assert {k.split(".")[0] for k in report.dropped} == {"point_head", "track_head"}
+    assert len(report.dropped) == sum(k.startswith(("point_head.", "track_head.")) for k, _ in rows)
+
+
+def test_tiny_4d_loads_a_static_tiny_file_and_reports_only_new_layers(tmp_path):
+    torch.manual_seed(0)
+    static = build_reconstructor("tiny")
+    url = f"{tmp_path}/tiny.safetensors"
+    write_safetensors(url, static.state_dict())
+    model = load_reconstructor("tiny-4d", url)
+    report = model.load_report
+    new_keys = {k for k in model.state_dict() if is_new_layer_key(k)}
+    assert set(report.missing) == new_keys
+    assert any(".frame_temporal_blocks." in k for k in new_keys) and any(k.startswith("gaussian_head.") for k in new_keys)
+    assert {k.split(".")[0] for k in report.dropped} == {"point_head", "track_head"}
+    reference = static.state_dict()
+    for k, v in model.state_dict().items():
+        if k in reference:
+            assert torch.equal(v, reference[k]), k
+
+
+def test_own_checkpoint_round_trips_without_missing_keys(tmp_path):
+    torch.manual_seed(1)
+    model = build_reconstructor("tiny-4d")
+    url = f"{tmp_path}/ours.safetensors"
+    write_safetensors(url, model.state_dict())
+    again = load_reconstructor("tiny-4d", url)
+    assert again.load_report.missing == [] and again.load_report.dropped == []
+    loaded = again.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items())
+
+
+def test_loading_errors_name_the_problem(tmp_path):
+    state = build_reconstructor("tiny").state_dict()
+    del state["aggregator.frame_blocks.0.attn.qkv.weight"]
+    with pytest.raises(StateDictMismatchError, match=r"aggregator\.frame_blocks\.0\.attn\.qkv\.weight"):
+        load_weights(build_reconstructor("tiny-4d"), state)
+    four_d = build_reconstructor("tiny-4d").state_dict()
+    with pytest.raises(StateDictMismatchError, match="temporal_blocks"):
+        load_weights(build_reconstructor({"preset": "tiny-4d", "temporal": False}), four_d)
+    with pytest.raises(WeightsNotFoundError, match="nowhere.safetensors"):
+        load_reconstructor("tiny", f"{tmp_path}/nowhere.safetensors")
+
+
+def test_config_overrides_and_errors():
+    model = _meta({"preset": "tiny-4d", "depth": 5, "dpt_layers": [1, 2, 3, 4], "gaussian": {"init_opacity": 0.3}})
+    assert len(model.aggregator.frame_blocks) == 5 and model.cfg.dpt_layers == (1, 2, 3, 4)
+    assert model.cfg.gaussian.init_opacity == 0.3
+    with pytest.raises(ValueError, match="unknown reconstructor preset"):
+        build_reconstructor("vggt-2b")
+    with pytest.raises(ValueError, match="depthh"):
+        build_reconstructor({"preset": "tiny", "depthh": 3})
