@@ -174,7 +174,7 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
         elapsed = max(time.perf_counter() - t0, 1e-9)
         observer.step(step, {
             "loss": mean_loss, "lr": engine.lr(), "grad_norm": result.grad_norm, "skipped_steps": skipped,
-            "nonfinite_losses": nonfinite_losses, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
+            "nonfinite_losses": nonfinite_losses, "step_time_s": elapsed, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
             **{k: float(v) for k, v in stats.items() if k != "loss"},
         })
         if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 or step == cfg.steps:
