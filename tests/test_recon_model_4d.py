@@ -144,3 +144,11 @@ def test_non_square_input_and_bad_inputs():
         model(_images(5, size=(30, 28)))
     with pytest.raises(ValueError, match=r"\[B, V, T, 3, H, W\]"):
         model(torch.rand(1, V, 3, HW, HW))
+
+
+def test_runs_in_bfloat16():
+    torch.manual_seed(6)
+    model = build_reconstructor("tiny-4d").to(torch.bfloat16).eval()
+    with torch.no_grad():
+        out = model(_images(6))
+    assert out.depth.dtype == torch.bfloat16 and torch.isfinite(out.gaussians.means).all()

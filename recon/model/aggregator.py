@@ -80,7 +80,7 @@ class Aggregator(nn.Module):
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
 
     def _embed(self, frames: torch.Tensor) -> torch.Tensor:
-        frames = (frames - self._mean) / self._std
+        frames = ((frames.float() - self._mean.float()) / self._std.float()).to(self.patch_embed.pos_embed.dtype)
         size = self.patch_embed_chunk_size or frames.shape[0]
         return torch.cat([self.patch_embed(chunk) for chunk in frames.split(size)], dim=0)
 
