@@ -101,44 +101,41 @@ def project_gaussians(
     return ids, means2d, cov2d, z
 
 
-def _pixel_pairs(means2d: torch.Tensor, cov2d: torch.Tensor, depths: torch.Tensor, width: int, height: int):
-    """(pixel, Gaussian) pairs inside each Gaussian's extent box, sorted by pixel then depth.
+def _box_pairs(means2d: torch.Tensor, cov2d: torch.Tensor, width: int, height: int):
+    """(Gaussian, pixel) pairs for the pixels whose centres lie in each Gaussian's extent box.
 
-    Returns ``(gid [P], pix [P])``: Gaussian index (into ``means2d``) and flat pixel index ``y*W + x``.
+    Returns ``(gid [P], pix [P])``: Gaussian index (into ``means2d``) and flat pixel index ``y*W + x``,
+    grouped by Gaussian in input order.
     """
     device = means2d.device
     m = means2d.detach()
     r = torch.ceil(EXTENT_SIGMAS * torch.sqrt(torch.diagonal(cov2d.detach(), dim1=-2, dim2=-1)))
-    lo = torch.ceil(m - r - 0.5)
-    hi = torch.floor(m + r - 0.5)
-    lo[:, 0].clamp_(min=0)
-    lo[:, 1].clamp_(min=0)
-    hi[:, 0].clamp_(max=width - 1)
-    hi[:, 1].clamp_(max=height - 1)
+    lo = torch.ceil(m - r - 0.5).clamp(min=0)
+    hi = torch.minimum(torch.floor(m + r - 0.5), torch.tensor([width - 1.0, height - 1.0], dtype=m.dtype, device=device))
     size = (hi - lo + 1).clamp(min=0).long()
-    x0, y0 = lo[:, 0].long(), lo[:, 1].long()
     counts = size[:, 0] * size[:, 1]
-    order = torch.argsort(depths.detach())
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=device)
-    gid = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
     start = torch.cumsum(counts, 0) - counts
-    local = torch.arange(gid.numel(), device=device) - start[gid]
-    wx = size[gid, 0]
-    pix = (y0[gid] + local // wx) * width + x0[gid] + local % wx
-    perm = torch.argsort(pix * max(order.numel(), 1) + rank[gid])
-    return gid[perm], pix[perm]
+    lo = lo.long()
+    per_gaussian = torch.stack([lo[:, 0], lo[:, 1], size[:, 0], start])
+    gid = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
+    x0, y0, wx, first = per_gaussian.index_select(1, gid)
+    local = torch.arange(gid.numel(), device=device) - first
+    row = torch.div(local, wx, rounding_mode="floor")
+    pix = (y0 + row) * width + x0 + (local - row * wx)
+    return gid, pix
 
 
-def _pair_alphas(means2d, conics, opacities, gid, pix, width):
-    """``alpha = min(0.999, o exp(-sigma))`` per pair and the mask ``sigma >= 0 and alpha >= 1/255``."""
-    px = (pix % width).to(means2d.dtype) + 0.5
-    py = torch.div(pix, width, rounding_mode="floor").to(means2d.dtype) + 0.5
-    dx = means2d[gid, 0] - px
-    dy = means2d[gid, 1] - py
-    a, b, c = conics[gid].unbind(-1)
+def _pair_alphas(splats: torch.Tensor, gid: torch.Tensor, pix: torch.Tensor, width: int):
+    """Per pair ``alpha = min(0.999, o exp(-sigma))`` and the mask ``sigma >= 0 and alpha >= 1/255``.
+
+    ``splats [M, 6]`` holds per Gaussian (mean x, mean y, conic a, b, c, opacity), pixels.
+    """
+    mx, my, a, b, c, o = splats.T.contiguous().index_select(1, gid).unbind(0)
+    row = torch.div(pix, width, rounding_mode="floor")
+    dx = mx - (pix - row * width).to(splats.dtype) - 0.5
+    dy = my - row.to(splats.dtype) - 0.5
     sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
-    alpha = torch.clamp(opacities[gid] * torch.exp(-sigma), max=ALPHA_MAX)
+    alpha = torch.clamp(o * torch.exp(-sigma), max=ALPHA_MAX)
     return alpha, (sigma >= 0) & (alpha >= ALPHA_MIN)
 
 
@@ -151,31 +148,43 @@ def _exclusive_log_transmittance(log1m: torch.Tensor, pix: torch.Tensor) -> torc
     return excl - excl[seg_start][seg_id]
 
 
+def _contributing_pairs(splats, cov2d, width, height, transmittance_threshold):
+    """The (Gaussian, pixel) pairs that gsplat would composite, sorted by pixel then Gaussian index."""
+    gid, pix = _box_pairs(splats[:, :2], cov2d, width, height)
+    alpha, ok = _pair_alphas(splats, gid, pix, width)
+    kept = torch.nonzero(ok).squeeze(1)
+    pix, order = torch.sort(pix.index_select(0, kept), stable=True)
+    kept = kept.index_select(0, order)
+    gid = gid.index_select(0, kept)
+    if transmittance_threshold > 0:
+        log1m = torch.log1p(-alpha.index_select(0, kept).double())
+        log_t_next = _exclusive_log_transmittance(log1m, pix) + log1m
+        active = torch.nonzero(log_t_next > math.log(transmittance_threshold)).squeeze(1)
+        gid, pix = gid.index_select(0, active), pix.index_select(0, active)
+    return gid, pix
+
+
 def _rasterize_one(means2d, cov2d, depths, opacities, colors, width, height, background, transmittance_threshold):
     dtype = means2d.dtype
+    order = torch.argsort(depths.detach())
+    means2d, cov2d, depths, opacities, colors = (t.index_select(0, order) for t in (means2d, cov2d, depths, opacities, colors))
     det = cov2d[:, 0, 0] * cov2d[:, 1, 1] - cov2d[:, 0, 1] * cov2d[:, 1, 0]
     conics = torch.stack([cov2d[:, 1, 1], -0.5 * (cov2d[:, 0, 1] + cov2d[:, 1, 0]), cov2d[:, 0, 0]], -1) / det[:, None]
-    gid, pix = _pixel_pairs(means2d, cov2d, depths, width, height)
+    splats = torch.cat([means2d, conics, opacities[:, None]], dim=1)
     with torch.no_grad():
-        alpha, ok = _pair_alphas(means2d, conics, opacities, gid, pix, width)
-        gid, pix, alpha = gid[ok], pix[ok], alpha[ok]
-        if transmittance_threshold > 0:
-            log1m = torch.log1p(-alpha.double())
-            log_t_next = _exclusive_log_transmittance(log1m, pix) + log1m
-            keep = log_t_next > math.log(transmittance_threshold)
-            gid, pix = gid[keep], pix[keep]
-    alpha, _ = _pair_alphas(means2d, conics, opacities, gid, pix, width)
+        gid, pix = _contributing_pairs(splats, cov2d, width, height, transmittance_threshold)
+    alpha, _ = _pair_alphas(splats, gid, pix, width)
     log1m = torch.log1p(-alpha.double())
     weights = (alpha.double() * torch.exp(_exclusive_log_transmittance(log1m, pix))).to(dtype)
     n_pix = width * height
-    out_color = colors.new_zeros(n_pix, colors.shape[-1]).index_add(0, pix, weights[:, None] * colors[gid])
-    out_depth = means2d.new_zeros(n_pix).index_add(0, pix, weights * depths[gid])
-    log_t = log1m.new_zeros(n_pix).index_add(0, pix, log1m)
-    t_final = torch.exp(log_t).to(dtype)
+    features = torch.cat([colors, depths[:, None]], dim=1).index_select(0, gid)
+    accumulated = features.new_zeros(n_pix, features.shape[1]).index_add(0, pix, weights[:, None] * features)
+    t_final = torch.exp(log1m.new_zeros(n_pix).index_add(0, pix, log1m)).to(dtype)
     out_alpha = 1.0 - t_final
+    out_color = accumulated[:, :-1]
     if background is not None:
         out_color = out_color + t_final[:, None] * background
-    out_depth = out_depth / out_alpha.clamp(min=1e-10)
+    out_depth = accumulated[:, -1] / out_alpha.clamp(min=1e-10)
     return (
         out_color.reshape(height, width, -1),
         out_alpha.reshape(height, width, 1),

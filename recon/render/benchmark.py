@@ -1,0 +1,75 @@
+"""Speed of the torch rasterizer: ``python -m recon.render.benchmark [--threads 1] [--device cpu]``.
+
+Prints a table of forward and forward+backward times (median of ``--repeats`` runs) for random
+scenes of pixel-sized Gaussians (the regime of pixel-aligned reconstructors: about one Gaussian
+per pixel footprint) at several Gaussian counts and resolutions, one camera.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from recon.render import render_gaussians
+
+
+def _scene(n: int, size: int, device: str):
+    g = torch.Generator().manual_seed(0)
+    f = float(size)
+    means = torch.randn(n, 3, generator=g) * torch.tensor([0.4, 0.4, 0.3]) + torch.tensor([0.0, 0.0, 2.5])
+    pixel_world = 2.5 / f
+    scales = (torch.rand(n, 3, generator=g) * 1.5 + 0.5) * pixel_world
+    tensors = dict(
+        means=means,
+        quats=torch.randn(n, 4, generator=g),
+        scales=scales,
+        opacities=torch.rand(n, generator=g) * 0.9 + 0.05,
+        colors=torch.rand(n, 3, generator=g),
+    )
+    params = {k: v.to(device).requires_grad_(True) for k, v in tensors.items()}
+    K = torch.tensor([[f, 0.0, size / 2], [0.0, f, size / 2], [0.0, 0.0, 1.0]], device=device)[None]
+    return params, torch.eye(4, device=device)[None], K
+
+
+def _time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--counts", default="5000,20000,100000")
+    parser.add_argument("--sizes", default="64,128,256")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"device {args.device}, {torch.get_num_threads()} threads, backend torch")
+    print(f"{'N':>8} {'HxW':>9} {'forward ms':>11} {'fwd+bwd ms':>11}")
+    for n in (int(c) for c in args.counts.split(",")):
+        for size in (int(s) for s in args.sizes.split(",")):
+            params, viewmats, Ks = _scene(n, size, args.device)
+
+            def forward():
+                with torch.no_grad():
+                    render_gaussians(**params, viewmats=viewmats, Ks=Ks, width=size, height=size, backend="torch")
+
+            def forward_backward():
+                color, alpha, depth = render_gaussians(**params, viewmats=viewmats, Ks=Ks, width=size, height=size, backend="torch")
+                (color.sum() + depth.sum()).backward()
+
+            fwd, both = _time(forward, args.repeats), _time(forward_backward, args.repeats)
+            print(f"{n:>8} {f'{size}x{size}':>9} {1000 * fwd:>11.1f} {1000 * both:>11.1f}")
+
+
+if __name__ == "__main__":
+    main()
