@@ -26,8 +26,9 @@ The masks (extent, thresholds, early stop) are found without autograd; gradients
 kept pairs to means, quats, scales, opacities and colours.
 
 Complexity and limits: with ``P`` = the number of (pixel, Gaussian) pairs inside the boxes
-(≈ N times the mean box area), time is O(P log P) (one sort) and memory O(P) (about 150 bytes per
-kept pair with autograd). Cameras are processed one after the other. Gaussians much larger than the
+(≈ N times the mean box area), time is O(P log P) (one sort of the pairs that pass the alpha test)
+and memory O(P): measured peak about 90 bytes per box pair (100k pixel-sized Gaussians at 256x256:
+11M box pairs, 2.4M composited, 0.93 GB). Cameras are processed one after the other. Gaussians much larger than the
 image make ``P`` approach ``N H W``: fine for small images, too much memory for large N at high
 resolution (use the gsplat backend on CUDA there). No spherical harmonics (colours are given per
 Gaussian, optionally per camera), pinhole cameras only, no anti-aliased mode.
@@ -165,6 +166,8 @@ def _contributing_pairs(splats, cov2d, width, height, transmittance_threshold):
 
 
 def _rasterize_one(means2d, cov2d, depths, opacities, colors, width, height, background, transmittance_threshold):
+    """Composite ``M`` projected Gaussians (``means2d [M, 2]``, ``cov2d [M, 2, 2]``, ``depths [M]``,
+    ``opacities [M]``, ``colors [M, D]``) into one ``[H, W, D]`` / ``[H, W, 1]`` / ``[H, W, 1]`` image."""
     dtype = means2d.dtype
     order = torch.argsort(depths.detach())
     means2d, cov2d, depths, opacities, colors = (t.index_select(0, order) for t in (means2d, cov2d, depths, opacities, colors))
