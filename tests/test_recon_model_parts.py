@@ -1,6 +1,9 @@
-"""Building blocks of the reconstructor: DINOv2 positional-embedding resizing and the 2D RoPE."""
+"""Building blocks of the reconstructor: the DINOv2 patch embedding and the 2D RoPE."""
+from functools import partial
+
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
 
 from recon.model.patch_embed import DinoPatchEmbed
 from recon.model.rope2d import RoPE2D, apply_rope, token_positions
@@ -22,6 +25,26 @@ def test_pos_embed_is_resized_bicubically_with_antialias_for_other_sizes():
     assert not torch.allclose(table[:, 1:], resized(mode="bilinear", antialias=True), atol=1e-4)
     with torch.no_grad():
         assert embed(torch.rand(3, 3, 28, 84)).shape == (3, 12, 8)
+
+
+def test_patch_embed_matches_timms_dinov2_with_registers():
+    """timm's DINOv2-reg ViT adds no position to prefix tokens, so fold the cls position into its cls token."""
+    torch.manual_seed(1)
+    ours = DinoPatchEmbed(img_size=42, patch_size=14, embed_dim=16, depth=2, num_heads=2).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ref = VisionTransformer(
+        img_size=42, patch_size=14, embed_dim=16, depth=2, num_heads=2, init_values=1.0, reg_tokens=4, no_embed_class=True,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), dynamic_img_size=True, num_classes=0,
+    ).eval()
+    state = {k: v for k, v in ours.state_dict().items() if k.startswith(("patch_embed.", "blocks.", "norm."))}
+    state.update(pos_embed=ours.pos_embed[:, 1:], cls_token=ours.cls_token + ours.pos_embed[:, :1], reg_token=ours.register_tokens)
+    ref.load_state_dict(state)
+    for size in ((42, 42), (28, 56)):
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref.forward_features(x)[:, 5:])
 
 
 def test_rope_tables_follow_the_vggt_frequencies():
