@@ -11,15 +11,6 @@ from recon.model import Reconstructor, build_reconstructor, load_weights, resolv
 V, T, HW = 2, 3, 28
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Toy-sized models run fastest single-threaded (and do not fight other tests for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(seed: int = 0, size=(HW, HW)) -> torch.Tensor:
     return torch.rand(1, V, T, 3, *size, generator=torch.Generator().manual_seed(seed))
 

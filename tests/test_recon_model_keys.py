@@ -12,15 +12,6 @@ from recon.model import build_reconstructor, is_new_layer_key, load_reconstructo
 TABLE = Path(__file__).parent / "data" / "reference" / "vggt-1b.keys.tsv"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Toy-sized models run fastest single-threaded (and do not fight other tests for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _table():
     lines = TABLE.read_text().splitlines()
     header = json.loads(lines[0].lstrip("# "))
