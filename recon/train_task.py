@@ -1,0 +1,399 @@
+"""The reconstructor's training task for the generic loop (:class:`fourd.train.loop.Task`).
+
+A sample is one scene seen by ``V_in + V_tgt`` synchronized cameras at ``T`` timesteps. The model
+sees the ``V_in`` input views (frames ``[B, V_in, T, 3, H, W]``) and predicts cameras, depth and
+one Gaussian set per timestep; the Gaussians are rendered into the ``V_tgt`` held-out target
+cameras (same timesteps) and compared with the target frames: ``MSE + lambda LPIPS``
+(:class:`recon.losses.ReconstructionLoss`), optionally plus VGGT-style depth and camera terms.
+
+Frames of reference (docs/recon.md explains the choice):
+
+- Ground truth: the reference camera of timestep ``t`` is input view 0 at ``t`` (VGGT's first
+  camera of each multi-view set). All GT cameras are re-expressed in it and scale-normalised like
+  VGGT: divided by the mean distance of the valid GT points of the input views (one scale per
+  sample).
+- Prediction: the Gaussians of timestep ``t`` are mapped into the predicted camera of input view 0
+  at ``t`` (with camera token replacement all timesteps share it; for a trained VGGT it is the
+  identity already), then multiplied by a per-sample scale ``s`` aligning the predicted depth of
+  the input views to the normalised GT depth (median ratio, no gradient; ``geometry.align_scale``).
+
+Pixel conventions: data intrinsics have pixel centres at ``+0.5`` like the renderer, so target
+cameras are rendered with their GT intrinsics as they are; the model unprojects with VGGT's integer
+pixels (:func:`data_to_vggt_intrinsics` converts GT intrinsics for the camera/depth terms).
+
+Stages (``stage``): ``static`` (T = 1; trains the Gaussian head only, backbone frozen) and
+``dynamic`` (T = ``recon_data.num_frames``; trains the temporal blocks and the Gaussian head; a
+``recon_data.static_ratio`` share of samples are static scenes duplicated across time).
+``recon_model.trainable`` = ``stage`` (that choice), ``all``, or a list of name prefixes.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import warnings
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchvision.utils import make_grid
+
+from fourd.train.distributed import DistEnv
+from recon.geometry import cameras_to_pose_encoding, matrix_to_quat_wxyz, quat_multiply_wxyz, unproject_depth
+from recon.model import Gaussians
+from recon.render import render_gaussians
+
+__all__ = [
+    "LOADER_KEYS",
+    "STAGE_TRAINABLE",
+    "ReconTask",
+    "SceneSampler",
+    "build_criterion",
+    "data_to_vggt_intrinsics",
+    "evaluate",
+    "gaussians_in_reference_frame",
+    "normalize_ground_truth",
+    "relative_extrinsics",
+    "render_views",
+    "scale_alignment",
+    "select_trainable",
+    "split_views",
+]
+
+log = logging.getLogger(__name__)
+
+STAGE_TRAINABLE = {
+    "static": ("gaussian_head.",),
+    "dynamic": ("aggregator.frame_temporal_blocks.", "aggregator.global_temporal_blocks.", "gaussian_head."),
+}
+LOADER_KEYS = ("weights", "init_seed", "trainable")  # recon_model keys that are not ReconstructorConfig fields
+
+
+# ------------------------------------------------------------------------------------ parameters
+def select_trainable(model: nn.Module, stage: str, trainable: Union[str, Sequence[str]] = "stage") -> tuple[int, int]:
+    """Set ``requires_grad`` by parameter name; returns ``(trainable, frozen)`` parameter counts.
+
+    ``trainable``: ``"stage"`` -> the prefixes of :data:`STAGE_TRAINABLE` [``stage``]; ``"all"`` ->
+    everything; a list -> those name prefixes. Raises ``ValueError`` if nothing would train.
+    """
+    if stage not in STAGE_TRAINABLE:
+        raise ValueError(f"unknown stage {stage!r}; use one of {sorted(STAGE_TRAINABLE)}")
+    if isinstance(trainable, str):
+        if trainable not in ("stage", "all"):
+            raise ValueError(f"recon_model.trainable must be 'stage', 'all' or a list of prefixes, got {trainable!r}")
+        prefixes = STAGE_TRAINABLE[stage] if trainable == "stage" else ("",)
+    else:
+        prefixes = tuple(trainable)
+    counts = [0, 0]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(prefixes))
+        counts[0 if p.requires_grad else 1] += p.numel()
+    if counts[0] == 0:
+        raise ValueError(f"no parameter of the reconstructor matches the trainable prefixes {list(prefixes)}")
+    return counts[0], counts[1]
+
+
+def build_criterion(cfg: DictConfig) -> nn.Module:
+    """:class:`recon.losses.ReconstructionLoss` from the ``loss`` node (lpips_weight, lpips_net,
+    lpips_weights, lpips_random_backbone); a random LPIPS backbone logs a loud warning."""
+    from recon.losses import ReconstructionLoss
+
+    if cfg.lpips_weight > 0 and cfg.lpips_random_backbone:
+        warnings.warn(
+            "LPIPS uses a RANDOM backbone (loss.lpips_random_backbone=true): its values are not LPIPS; "
+            "use this for tests and demos only and pass loss.lpips_weights=<vgg16-397923af.pth> for real training",
+            stacklevel=2,
+        )
+    return ReconstructionLoss(cfg.lpips_weight, cfg.lpips_net, cfg.lpips_weights, random_backbone=cfg.lpips_random_backbone)
+
+
+# ---------------------------------------------------------------------------------------- data
+def split_views(num_views: int, num_inputs: int) -> tuple[list[int], list[int]]:
+    """Input and target view indices of ``num_views`` cameras on an arc: ``num_inputs`` inputs
+    spread evenly (both ends included), the others are targets (mostly interpolated views)."""
+    if not 1 <= num_inputs < num_views:
+        raise ValueError(f"need 1 <= input views < views, got {num_inputs} of {num_views}")
+    inputs = sorted({round(i * (num_views - 1) / max(num_inputs - 1, 1)) for i in range(num_inputs)})
+    return inputs, [v for v in range(num_views) if v not in inputs]
+
+
+class SceneSampler:
+    """Scenes for training and evaluation: ``sample(index, T, static, held_out)``.
+
+    ``cfg`` is the ``recon_data`` node. ``source: synthetic`` renders :func:`fourd.data.generate_scene`
+    scenes (training scene ``seed + index % num_scenes``, held-out scene ``eval_seed + index``);
+    ``source: disk`` reads the scene format under ``scenes`` / ``eval_scenes`` (cameras and depth
+    required). A static sample is one timestep of a static scene repeated ``T`` times.
+    Returns ``{"frames" [V, T, 3, H, W], "depth" [V, T, H, W] (0 = invalid), "extrinsics"
+    [V, T, 3, 4], "intrinsics" [V, T, 3, 3], "scene", "kind"}`` with ``V = input_views + target_views``.
+    """
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.num_views = cfg.input_views + cfg.target_views
+        if cfg.height % 14 or cfg.width % 14:
+            raise ValueError(f"recon_data height/width must be multiples of the patch size 14, got {cfg.height}x{cfg.width}")
+        if cfg.source not in ("synthetic", "disk"):
+            raise ValueError(f"unknown recon_data.source {cfg.source!r}; use 'synthetic' or 'disk'")
+        self._cached = functools.lru_cache(maxsize=cfg.cache)(self._load)
+
+    def sample(self, index: int, num_frames: int, static: bool, held_out: bool = False) -> dict[str, Any]:
+        """Sample ``index`` (see the class docstring)."""
+        sample = self._cached(index, 1 if static else num_frames, static, held_out)
+        if static and num_frames > 1:
+            sample = {k: v.expand(-1, num_frames, *v.shape[2:]) if torch.is_tensor(v) else v for k, v in sample.items()}
+        return sample
+
+    def _load(self, index: int, num_frames: int, static: bool, held_out: bool) -> dict[str, Any]:
+        cfg = self.cfg
+        if cfg.source == "synthetic":
+            from fourd.data import generate_scene
+
+            seed = cfg.eval_seed + index if held_out else cfg.seed + index % cfg.num_scenes
+            s = generate_scene(seed, self.num_views, num_frames, cfg.height, cfg.width, "static" if static else "dynamic", arc_degrees=cfg.arc_degrees)
+            return {"frames": s.frames, "depth": s.depth, "extrinsics": s.extrinsics, "intrinsics": s.intrinsics, "scene": s.name, "kind": s.kind}
+        return self._load_disk(index, num_frames, held_out)
+
+    def _load_disk(self, index: int, num_frames: int, held_out: bool) -> dict[str, Any]:
+        from fourd.data import MultiViewSource
+
+        cfg = self.cfg
+        root = cfg.eval_scenes if held_out else cfg.scenes
+        source = MultiViewSource(root, self.num_views, num_frames, (cfg.height, cfg.width), cfg.frame_stride, "random", with_depth=True, seed=cfg.seed)
+        s = source.sample(index % len(source), np.random.default_rng([cfg.seed, index, int(held_out)]))
+        if not s["has_cameras"]:
+            raise ValueError(f"scene {s['scene']}: the reconstructor's training data needs cameras (scene.json cameras)")
+        return {"frames": s["frames"], "depth": s["depth"], **s["cameras"], "scene": s["scene"], "kind": s["kind"]}
+
+
+def collate(samples: Sequence[Mapping[str, Any]], num_inputs: int, device: torch.device) -> dict[str, Any]:
+    """Stack samples and split views: ``inputs`` / ``targets`` frames ``[B, V, T, 3, H, W]``,
+    ``in_depth`` ``[B, V_in, T, H, W]``, ``in_ext``/``tgt_ext`` ``[B, V, T, 3, 4]``,
+    ``in_K``/``tgt_K`` ``[B, V, T, 3, 3]`` (data convention), ``scenes``, ``kinds``."""
+    inputs, targets = split_views(samples[0]["frames"].shape[0], num_inputs)
+
+    def stack(key: str, views: list[int]) -> torch.Tensor:
+        return torch.stack([s[key][views] for s in samples]).float().to(device)
+
+    return {
+        "inputs": stack("frames", inputs), "targets": stack("frames", targets), "in_depth": stack("depth", inputs),
+        "in_ext": stack("extrinsics", inputs), "tgt_ext": stack("extrinsics", targets),
+        "in_K": stack("intrinsics", inputs), "tgt_K": stack("intrinsics", targets),
+        "scenes": [s["scene"] for s in samples], "kinds": [s["kind"] for s in samples],
+    }
+
+
+# ------------------------------------------------------------------------------------ geometry
+def data_to_vggt_intrinsics(K: torch.Tensor) -> torch.Tensor:
+    """Intrinsics ``[..., 3, 3]`` with pixel centres at +0.5 -> VGGT's integer-pixel convention (principal point - 0.5)."""
+    K = K.clone()
+    K[..., :2, 2] -= 0.5
+    return K
+
+
+def relative_extrinsics(ext: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Camera-from-world ``ext [..., 3, 4]`` re-expressed with world = camera ``ref [..., 3, 4]`` (broadcast)."""
+    R, t = ext[..., :3, :3], ext[..., :3, 3:]
+    Rr, tr = ref[..., :3, :3], ref[..., :3, 3:]
+    R_new = R @ Rr.transpose(-1, -2)
+    return torch.cat([R_new, t - R_new @ tr], dim=-1)
+
+
+def normalize_ground_truth(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """GT cameras and depth in the reference frame of each timestep (input view 0 at ``t``), scaled by
+    the inverse mean distance of the valid input points (depth > 0) to it, as VGGT's training.
+
+    Returns ``in_ext [B, V_in, T, 3, 4]``, ``tgt_ext [B, V_tgt, T, 3, 4]``, ``depth [B, V_in, T, H, W]``
+    (normalised, 0 = invalid), ``scale [B]`` (the world units per normalised unit).
+    """
+    ref = batch["in_ext"][:, :1]
+    in_ext, tgt_ext = relative_extrinsics(batch["in_ext"], ref), relative_extrinsics(batch["tgt_ext"], ref)
+    depth = batch["in_depth"]
+    valid = depth > 0
+    points = unproject_depth(depth, in_ext, data_to_vggt_intrinsics(batch["in_K"]))
+    dist = (points.norm(dim=-1) * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+    if not bool((dist > 0).all()):
+        bad = [batch["scenes"][i] for i in (dist <= 0).nonzero().flatten().tolist()] if "scenes" in batch else "?"
+        raise ValueError(f"scenes {bad}: no valid depth in the input views, cannot normalise the scale")
+    scale = dist[:, None, None, None]
+    in_ext = torch.cat([in_ext[..., :3], in_ext[..., 3:] / scale[..., None]], dim=-1)
+    tgt_ext = torch.cat([tgt_ext[..., :3], tgt_ext[..., 3:] / scale[..., None]], dim=-1)
+    return {"in_ext": in_ext, "tgt_ext": tgt_ext, "depth": depth / scale, "scale": dist}
+
+
+def scale_alignment(pred_depth: torch.Tensor, gt_depth: torch.Tensor) -> torch.Tensor:
+    """Per-sample scale ``[B]`` (no gradient): median of ``gt / pred`` over valid pixels (gt > 0);
+    both depths ``[B, ...]``."""
+    with torch.no_grad():
+        ratio = gt_depth / pred_depth.clamp(min=1e-6)
+        ratio = torch.where(gt_depth > 0, ratio, torch.nan)
+        return ratio.flatten(1).nanmedian(dim=1).values.nan_to_num(1.0)
+
+
+def gaussians_in_reference_frame(g: Gaussians, ref_ext: torch.Tensor, scale: torch.Tensor) -> Gaussians:
+    """Map Gaussians ``[B, T, N]`` into the cameras ``ref_ext [B, T, 3, 4]`` (one per timestep) and
+    scale them by ``scale [B]``: means ``s (R x + t)``, quats ``q(R) q``, scales ``s * scales``."""
+    R, t = ref_ext[..., :3, :3], ref_ext[..., :3, 3]
+    s = scale[:, None, None, None]
+    means = (torch.einsum("btij,btnj->btni", R, g.means) + t[:, :, None]) * s
+    quats = quat_multiply_wxyz(matrix_to_quat_wxyz(R)[:, :, None], g.quats)
+    return Gaussians(means=means, quats=quats, scales=g.scales * s, opacities=g.opacities, colors=g.colors)
+
+
+def render_views(g: Gaussians, ext: torch.Tensor, K: torch.Tensor, height: int, width: int,
+                 background: Optional[Sequence[float]] = None, backend: str = "auto") -> torch.Tensor:
+    """Render the Gaussians of each timestep ``[B, T, N]`` into cameras ``ext [B, V, T, 3, 4]``
+    (camera-from-world) with intrinsics ``K [B, V, T, 3, 3]`` (pixel centres at +0.5).
+
+    Returns RGB ``[B, V, T, 3, H, W]`` (float32, not clamped); ``background``: RGB or None (black).
+    """
+    B, V, T = ext.shape[:3]
+    viewmats = torch.eye(4, device=ext.device).repeat(B, T, V, 1, 1)
+    viewmats[..., :3, :] = ext.transpose(1, 2).float()
+    bg = None if background is None else torch.tensor(list(background), device=ext.device).expand(B * T, V, 3)
+    flat = [x.flatten(0, 1).float() for x in (g.means, g.quats, g.scales, g.opacities, g.colors)]
+    rgb, _, _ = render_gaussians(*flat, viewmats.flatten(0, 1), K.transpose(1, 2).flatten(0, 1).float(), width, height,
+                                 backgrounds=bg, backend=backend)
+    return rgb.reshape(B, T, V, height, width, 3).permute(0, 2, 1, 5, 3, 4)
+
+
+# ------------------------------------------------------------------------------------------ task
+class ReconTask:
+    """Training task of the feedforward reconstructor; ``cfg`` is the composed Hydra config
+    (``stage``, ``recon_model``, ``recon_data``, ``loss``, ``geometry``, ``render`` nodes; see
+    ``configs/train_recon.yaml``)."""
+
+    def __init__(self, cfg: DictConfig, env: DistEnv):
+        self.cfg, self.env = cfg, env
+        self.stage = cfg.stage
+        if self.stage not in STAGE_TRAINABLE:
+            raise ValueError(f"unknown stage {self.stage!r}; use one of {sorted(STAGE_TRAINABLE)}")
+        self.num_frames = 1 if self.stage == "static" else int(cfg.recon_data.num_frames)
+        self.scenes = SceneSampler(cfg.recon_data)
+        self.position = 0
+        self.criterion: Optional[nn.Module] = None
+        self.model_config: dict[str, Any] = {}
+        self.patch_tokens = 5 + (cfg.recon_data.height // 14) * (cfg.recon_data.width // 14)
+
+    def build_model(self) -> nn.Module:
+        """The reconstructor (``recon_model.weights`` or a seeded init identical on all ranks) with
+        the stage's trainable parameters, and the loss on this rank's device."""
+        from recon.model import load_reconstructor
+
+        node = OmegaConf.to_container(self.cfg.recon_model, resolve=True)
+        loader = {k: node.pop(k) for k in LOADER_KEYS}
+        self.model_config = node
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(loader["init_seed"])
+            model = load_reconstructor(node, weights=loader["weights"])
+        if model.gaussian_head is None:
+            raise ValueError(f"recon_model preset {node.get('preset')!r} has no Gaussian head; use a 4D preset (tiny-4d, vggt-1b-4d)")
+        trainable, frozen = select_trainable(model, self.stage, loader["trainable"])
+        self.criterion = build_criterion(self.cfg.loss).to(self.env.device)
+        if self.env.is_main:
+            log.info("reconstructor (%s stage): %s trainable / %s frozen parameters", self.stage, f"{trainable:,}", f"{frozen:,}")
+        return model
+
+    def export_metadata(self) -> dict[str, str]:
+        """``recon_config``: the model config as JSON, for ``load_reconstructor(json.loads(...), weights=...)``."""
+        return {"recon_config": json.dumps(self.model_config)}
+
+    def on_step(self, step: int) -> None:
+        """No step schedule: the stage fixes T."""
+
+    def _is_static(self, index: int) -> bool:
+        rng = np.random.default_rng([self.cfg.recon_data.seed, index, 7])
+        return bool(rng.random() < self.cfg.recon_data.static_ratio)
+
+    def next_batch(self, micro_batch: int, device: torch.device) -> dict[str, Any]:
+        """This rank's next samples (global indices ``rank, rank + W, ...``), collated (:func:`collate`)."""
+        samples = []
+        for _ in range(micro_batch):
+            index = self.position * self.env.world_size + self.env.rank
+            samples.append(self.scenes.sample(index, self.num_frames, self._is_static(index)))
+            self.position += 1
+        return collate(samples, self.cfg.recon_data.input_views, device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Data position of this rank: ``{"position": samples consumed}``."""
+        return {"position": self.position}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.position = int(state["position"])
+
+    def predict_targets(self, model, batch: Mapping[str, Any]) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
+        """Reconstruct the input views and render the targets: ``(renders [B, V_tgt, T, 3, H, W],
+        model output, normalised GT)``; the scale used is ``gt["align"] [B]``."""
+        out = model(batch["inputs"])
+        gt = normalize_ground_truth(batch)
+        align = scale_alignment(out.depth, gt["depth"]) if self.cfg.geometry.align_scale else torch.ones_like(gt["scale"])
+        g = gaussians_in_reference_frame(out.gaussians, out.extrinsics[:, 0], align)
+        H, W = batch["targets"].shape[-2:]
+        renders = render_views(g, gt["tgt_ext"], batch["tgt_K"], H, W, self.cfg.render.background, self.cfg.render.backend)
+        gt["align"] = align
+        return renders, out, gt
+
+    def loss(self, model, batch: Mapping[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Rendering loss on the target views (+ ``loss.depth_weight`` * depth L1 + ``loss.camera_weight``
+        * pose-encoding L1 against the normalised GT; no randomness)."""
+        renders, out, gt = self.predict_targets(model, batch)
+        terms = self.criterion(renders.flatten(0, 2), batch["targets"].flatten(0, 2))
+        total = terms["loss"]
+        stats = {k: float(terms[k].detach()) for k in ("mse", "lpips")} | {"scale_align": float(gt["align"].mean())}
+        stats["psnr"] = float(-10 * torch.log10(F.mse_loss(renders.detach().clamp(0, 1), batch["targets"]).clamp(min=1e-10)))
+        cfg = self.cfg.loss
+        if cfg.depth_weight > 0:
+            valid = gt["depth"] > 0
+            depth_l1 = ((out.depth - gt["depth"]).abs() * valid).sum() / valid.sum().clamp(min=1)
+            total = total + cfg.depth_weight * depth_l1
+            stats["depth_l1"] = float(depth_l1)
+        if cfg.camera_weight > 0:
+            H, W = batch["inputs"].shape[-2:]
+            target = cameras_to_pose_encoding(gt["in_ext"], data_to_vggt_intrinsics(batch["in_K"]), (H, W))
+            camera_l1 = torch.stack([(enc - target).abs().mean() for enc in out.pose_enc_list]).mean()
+            total = total + cfg.camera_weight * camera_l1
+            stats["camera_l1"] = float(camera_l1)
+        return total, stats
+
+    def batch_size_and_tokens(self, batch: Mapping[str, Any]) -> tuple[int, int]:
+        """Samples and backbone tokens (``V_in * T * (5 + patches)`` per sample) in ``batch``."""
+        B, V, T = batch["inputs"].shape[:3]
+        return B, B * V * T * self.patch_tokens
+
+    def eval_batches(self, device: torch.device):
+        """Held-out scenes (``recon_data.eval_scenes`` of them, dynamic at this stage's T), one per batch."""
+        for i in range(self.cfg.recon_data.eval_scene_count):
+            yield collate([self.scenes.sample(i, self.num_frames, False, held_out=True)], self.cfg.recon_data.input_views, device)
+
+    def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:
+        """Log held-out PSNR/SSIM and return a grid of the first held-out scene: per target view, the
+        GT row then the render row; columns are timesteps."""
+        metrics = evaluate(self, model)
+        log.info("step %d: held-out novel-view PSNR %.2f dB, SSIM %.3f", step, metrics["psnr"], metrics["ssim"])
+        batch = next(iter(self.eval_batches(next(model.parameters()).device)))
+        renders, _, _ = self.predict_targets(model, batch)
+        rows = torch.stack([batch["targets"][0], renders[0].clamp(0, 1)], dim=1).flatten(0, 1)  # [2 V_tgt, T, 3, H, W]
+        return make_grid(rows.flatten(0, 1).float().cpu(), nrow=rows.shape[1], padding=1)
+
+
+@torch.no_grad()
+def evaluate(task: ReconTask, model: nn.Module) -> dict[str, float]:
+    """Mean novel-view PSNR (dB) and SSIM of the target views of the held-out scenes (renders clamped
+    to [0, 1]); the model is put in eval mode and back."""
+    from eval.metrics import psnr, ssim
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    values = {"psnr": [], "ssim": []}
+    for batch in task.eval_batches(device):
+        renders, _, _ = task.predict_targets(model, batch)
+        pred, target = renders.clamp(0, 1).flatten(0, 2).float(), batch["targets"].flatten(0, 2)
+        values["psnr"].append(psnr(pred, target))
+        values["ssim"].append(ssim(pred, target, window_size=min(11, pred.shape[-1], pred.shape[-2])))
+    model.train(was_training)
+    return {k: float(torch.cat(v).mean()) for k, v in values.items()}
