@@ -8,7 +8,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from fourd.train.distributed import DistEnv
 from fourd.train.hydra_app import run_task
 from video4d.train_task import MixtureSource, VideoTask
 

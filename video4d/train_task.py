@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from typing import Any, Mapping, Optional
 
 import torch
@@ -32,6 +33,7 @@ from video4d.text_context import empty_context, load_context, pad_contexts
 __all__ = ["VideoTask", "VideoBatch", "ProceduralSource", "MixtureSource", "build_source"]
 
 _LOADER_KEYS = ("weights", "trainable", "init", "init_seed")
+log = logging.getLogger(__name__)
 
 
 class ProceduralSource:
@@ -143,7 +145,7 @@ class VideoTask:
         self.text_dim, self.text_len = model.config.text_dim, model.config.text_len
         self.patch = model.config.patch_size
         if self.env.is_main:
-            print(f"DiT: {counts.trainable:,} trainable / {counts.frozen:,} frozen parameters")
+            log.info("DiT: %s trainable / %s frozen parameters", f"{counts.trainable:,}", f"{counts.frozen:,}")
         return model
 
     def export_metadata(self) -> dict[str, str]:

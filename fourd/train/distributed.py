@@ -30,7 +30,6 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "all_reduce_mean",
-    "any_rank",
     "strip_local_rank_args",
     "shared_run_stamp",
 ]
@@ -133,15 +132,6 @@ def all_reduce_mean(values: Sequence[float]) -> list[float]:
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_reduce_device())
     dist.all_reduce(t)
     return (t / dist.get_world_size()).tolist()
-
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is True on at least one rank."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=_reduce_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 def shared_run_stamp(env_var: str = "RUN_STAMP") -> str:

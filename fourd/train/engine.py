@@ -20,6 +20,7 @@ additionally keeps bf16 weights with fp32 master copies).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, List, Mapping, Optional
@@ -156,13 +157,13 @@ class PlainEngine(Engine):
     def step(self) -> StepResult:
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm, error_if_nonfinite=False))
-        applied = not self._poisoned and torch.isfinite(torch.tensor(norm)).item()
+        applied = not self._poisoned and math.isfinite(norm)
         if applied:
             self.optimizer.step()
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._poisoned = False
-        return StepResult(applied=bool(applied), grad_norm=norm)
+        return StepResult(applied=applied, grad_norm=norm)
 
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Callable, Type, TypeVar
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fourd.train.distributed import DistEnv, dist_env, init_distributed, shared_run_stamp, strip_local_rank_args
@@ -32,18 +33,12 @@ def prepare_launch() -> DistEnv:
     run stamp over all ranks (``RUN_STAMP``, see :func:`~fourd.train.distributed.shared_run_stamp`)
     and give ranks > 0 their own Hydra output subdir (``FOURD_HYDRA_SUBDIR``)."""
     sys.argv = strip_local_rank_args(sys.argv)
-    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _cuda() else "cuda")
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     shared_run_stamp()
     env = dist_env()
     if not env.is_main:
         os.environ.setdefault("FOURD_HYDRA_SUBDIR", f".hydra/rank{env.rank}")
     return env
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def typed(cls: Type[T], node: DictConfig, **extra) -> T:

@@ -12,6 +12,7 @@ losses exactly.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class LoopConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     keep_last: int = 3
-    resume: str = "auto"
+    resume: Optional[str] = "auto"
     preview_every: int = 0
     export: str = "full"
     progress: bool = True
@@ -164,7 +165,7 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
             samples, tokens = samples + n, tokens + t
         result = engine.step()
         step += 1
-        mean_loss, samples, tokens, bad_losses = all_reduce_mean([sum(micro_losses) / len(micro_losses), samples, tokens, sum(not _finite(x) for x in micro_losses)])
+        mean_loss, samples, tokens, bad_losses = all_reduce_mean([sum(micro_losses) / len(micro_losses), samples, tokens, sum(not math.isfinite(x) for x in micro_losses)])
         world = env.world_size
         samples, tokens, bad_losses = round(samples * world), round(tokens * world), round(bad_losses * world)
         skipped += int(not result.applied)
@@ -177,7 +178,7 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
             "nonfinite_losses": nonfinite_losses, "step_time_s": elapsed, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
             **{k: float(v) for k, v in stats.items() if k != "loss"},
         })
-        if cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == cfg.steps:
             crash = (lambda: _hard_exit(f"crash in save at step {step}")) if debug.crash_in_save_at_step == step else None
             trainer = {"skipped_steps": skipped, "nonfinite_losses": nonfinite_losses, "samples_seen": samples_seen}
             last_ckpt = ckpts.save(step, engine, trainer, {"rng": capture_rng(generators), "data": task.state_dict()}, before_commit=crash)
@@ -189,10 +190,6 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
     observer.close()
     barrier()
     return TrainResult(step=step, skipped_steps=skipped, losses=losses, checkpoint=last_ckpt, exports=exports)
-
-
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")
 
 
 def _preview(task: Task, engine: Engine, observer: Observer, step: int) -> None:

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dirs", nargs="+")
     parser.add_argument("--skip", type=int, default=2, help="warm-up steps left out")
     args = parser.parse_args(argv)
-    print(f"| run | steps | s/step | samples/s | tokens/s |\n|---|---|---|---|---|")
+    print("| run | steps | s/step | samples/s | tokens/s |\n|---|---|---|---|---|")
     for run_dir in args.run_dirs:
         s = summarise(run_dir, args.skip)
         print(f"| {run_dir} | {s['steps']} | {s['s_per_step']:.3f} | {s['samples_per_s']:.3f} | {s['tokens_per_s']:.1f} |")
