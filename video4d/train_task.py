@@ -190,8 +190,8 @@ class VideoTask:
         return self._context.to(device).expand(batch, -1, -1)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames ``[B, V, F, 3, H, W]`` -> latents ``[B, V, T, 16, H/8, W/8]`` with the frozen VAE."""
-        with torch.no_grad():
+        """Frames ``[B, V, F, 3, H, W]`` -> latents ``[B, V, T, 16, H/8, W/8]`` with the frozen VAE (fp32, outside autocast)."""
+        with torch.no_grad(), torch.autocast(frames.device.type, enabled=False):
             return self.vae.encode(frames.float(), max_videos=self.cfg.vae.max_videos).to(frames.device)
 
     def loss(self, model, batch: VideoBatch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
