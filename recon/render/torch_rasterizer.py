@@ -10,9 +10,10 @@ Algorithm, per camera:
    eps2d I`` with ``J`` the Jacobian of the pinhole projection at the Gaussian centre (its x/z, y/z
    clamped to the frustum widened by 30% like gsplat). Gaussians with depth outside
    ``(near_plane, far_plane)`` are culled before anything else is computed.
-2. Extent: per axis ``r = ceil(3.33 sqrt(Σ_2d[i, i]))`` pixels (gsplat's bound); the pixels whose
-   centres lie in the box ``mean2d ± r`` form (pixel, Gaussian) pairs. Outside that box
-   ``alpha < opacity exp(-0.5 * 3.33²) < 1/255``, so the cut loses nothing that gsplat keeps.
+2. Extent: per axis ``r = ceil(k sqrt(Σ_2d[i, i]))`` pixels with ``k = min(3.33, sqrt(2 ln(255 o)))``
+   (gsplat's bounds); the pixels whose centres lie in the box ``mean2d ± r`` form (pixel, Gaussian)
+   pairs. Outside that box ``alpha <= o exp(-k² / 2) <= 1/255``, so the cut loses nothing that
+   gsplat keeps.
 3. Alpha: ``alpha = min(0.999, opacity exp(-0.5 dᵀ Σ_2d⁻¹ d))``; pairs with ``alpha < 1/255`` are
    skipped, like gsplat.
 4. Compositing front to back in depth order: ``T_i = prod_{j<i} (1 - alpha_j)`` via a segmented
@@ -102,15 +103,17 @@ def project_gaussians(
     return ids, means2d, cov2d, z
 
 
-def _box_pairs(means2d: torch.Tensor, cov2d: torch.Tensor, width: int, height: int):
+def _box_pairs(means2d: torch.Tensor, cov2d: torch.Tensor, opacities: torch.Tensor, width: int, height: int):
     """(Gaussian, pixel) pairs for the pixels whose centres lie in each Gaussian's extent box.
 
-    Returns ``(gid [P], pix [P])``: Gaussian index (into ``means2d``) and flat pixel index ``y*W + x``,
-    grouped by Gaussian in input order.
+    The box half-size per axis is ``ceil(k sqrt(cov2d[i, i]))`` with ``k = min(3.33, sqrt(2 ln(255 o)))``:
+    beyond it ``alpha <= o exp(-k² / 2) <= 1/255``. Returns ``(gid [P], pix [P])``: Gaussian index
+    (into ``means2d``) and flat pixel index ``y*W + x``, grouped by Gaussian in input order.
     """
     device = means2d.device
     m = means2d.detach()
-    r = torch.ceil(EXTENT_SIGMAS * torch.sqrt(torch.diagonal(cov2d.detach(), dim1=-2, dim2=-1)))
+    k = torch.sqrt(2 * torch.log(opacities.detach() / ALPHA_MIN).clamp(min=0)).clamp(max=EXTENT_SIGMAS)
+    r = torch.ceil(k[:, None] * torch.sqrt(torch.diagonal(cov2d.detach(), dim1=-2, dim2=-1)))
     lo = torch.ceil(m - r - 0.5).clamp(min=0)
     hi = torch.minimum(torch.floor(m + r - 0.5), torch.tensor([width - 1.0, height - 1.0], dtype=m.dtype, device=device))
     size = (hi - lo + 1).clamp(min=0).long()
@@ -151,7 +154,7 @@ def _exclusive_log_transmittance(log1m: torch.Tensor, pix: torch.Tensor) -> torc
 
 def _contributing_pairs(splats, cov2d, width, height, transmittance_threshold):
     """The (Gaussian, pixel) pairs that gsplat would composite, sorted by pixel then Gaussian index."""
-    gid, pix = _box_pairs(splats[:, :2], cov2d, width, height)
+    gid, pix = _box_pairs(splats[:, :2], cov2d, splats[:, 5], width, height)
     alpha, ok = _pair_alphas(splats, gid, pix, width)
     kept = torch.nonzero(ok).squeeze(1)
     pix, order = torch.sort(pix.index_select(0, kept), stable=True)
