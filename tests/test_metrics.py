@@ -25,9 +25,12 @@ def test_psnr_of_a_known_mse():
 def _ssim_reference(x: np.ndarray, y: np.ndarray) -> float:
     """Wang et al. with scipy's Gaussian filter (sigma 1.5, truncate 3.5 -> 11 taps), borders cropped."""
     c1, c2 = 0.01**2, 0.03**2
+
+    def f(a):
+        return gaussian_filter(a, sigma=1.5, truncate=3.5)
+
     values = []
     for xc, yc in zip(x, y):
-        f = lambda a: gaussian_filter(a, sigma=1.5, truncate=3.5)  # noqa: E731
         mx, my = f(xc), f(yc)
         vx, vy, cxy = f(xc * xc) - mx**2, f(yc * yc) - my**2, f(xc * yc) - mx * my
         s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
