@@ -19,6 +19,7 @@ predicted. No ground truth is needed. Files (``recon.export.export_sequence``):
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Optional
 
 import torch
@@ -63,12 +64,21 @@ def reconstruct(model: torch.nn.Module, frames: torch.Tensor) -> dict[str, Any]:
 
     Returns ``gaussians`` (:class:`recon.model.Gaussians` ``[1, T, N]`` in the reference frame of
     each timestep), ``extrinsics [V, T, 3, 4]`` (relative to that reference camera) and
-    ``intrinsics [V, T, 3, 3]`` (pixel centres at +0.5).
+    ``intrinsics [V, T, 3, 3]`` (pixel centres at +0.5; non-finite or non-positive predicted focal
+    lengths, which only an untrained model produces, are replaced by a 60 degree field of view).
     """
     out = model(frames[None])
     g = gaussians_in_reference_frame(out.gaussians, out.extrinsics[:, 0], torch.ones(1, device=frames.device))
     K = out.intrinsics[0].clone()
     K[..., :2, 2] += 0.5
+    focal = K[..., [0, 1], [0, 1]]
+    bad = ~(torch.isfinite(focal) & (focal > 0))
+    if bool(bad.any()):
+        W = frames.shape[-1]
+        log.warning("predicted focal lengths invalid for %d of %d cameras (untrained model?); renders use a 60 degree FoV there",
+                    int(bad.any(-1).sum()), bad.shape[0] * bad.shape[1])
+        focal = torch.where(bad, torch.full_like(focal, W / 2 / math.tan(math.radians(30))), focal)
+        K[..., 0, 0], K[..., 1, 1] = focal[..., 0], focal[..., 1]
     return {"gaussians": g, "extrinsics": relative_extrinsics(out.extrinsics, out.extrinsics[:, :1])[0], "intrinsics": K}
 
 

@@ -350,13 +350,13 @@ class ReconTask:
             valid = gt["depth"] > 0
             depth_l1 = ((out.depth - gt["depth"]).abs() * valid).sum() / valid.sum().clamp(min=1)
             total = total + cfg.depth_weight * depth_l1
-            stats["depth_l1"] = float(depth_l1)
+            stats["depth_l1"] = float(depth_l1.detach())
         if cfg.camera_weight > 0:
             H, W = batch["inputs"].shape[-2:]
             target = cameras_to_pose_encoding(gt["in_ext"], data_to_vggt_intrinsics(batch["in_K"]), (H, W))
             camera_l1 = torch.stack([(enc - target).abs().mean() for enc in out.pose_enc_list]).mean()
             total = total + cfg.camera_weight * camera_l1
-            stats["camera_l1"] = float(camera_l1)
+            stats["camera_l1"] = float(camera_l1.detach())
         return total, stats
 
     def batch_size_and_tokens(self, batch: Mapping[str, Any]) -> tuple[int, int]:
