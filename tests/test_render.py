@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from recon.render import render_gaussians, select_backend
+from recon.render import project_gaussians, render_gaussians, select_backend
 
 
 def _K(f, cx, cy, dtype=torch.float64):
@@ -182,3 +182,41 @@ def test_backend_selection():
         select_backend(torch.device("cpu"), torch.float32, "gsplat")
     with pytest.raises(ValueError, match="unknown render backend"):
         select_backend(torch.device("cpu"), torch.float32, "cuda")
+
+
+def _sequential_reference(means, quats, scales, opacities, colors, viewmat, K, W, H):
+    """gsplat's per-pixel loop, written densely: Gaussians in depth order, 1/255 skip, 1e-4 stop."""
+    ids, means2d, cov2d, depths = project_gaussians(means, quats, scales, viewmat, K, W, H)
+    conic = torch.linalg.inv(cov2d)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=means.dtype), torch.arange(W, dtype=means.dtype), indexing="ij")
+    centres = torch.stack([xs, ys], -1).reshape(-1, 2) + 0.5
+    T = torch.ones(H * W, dtype=means.dtype)
+    done = torch.zeros(H * W, dtype=torch.bool)
+    color = torch.zeros(H * W, colors.shape[1], dtype=means.dtype)
+    for i in torch.argsort(depths).tolist():
+        d = means2d[i] - centres
+        sigma = 0.5 * torch.einsum("pi,ij,pj->p", d, conic[i], d)
+        alpha = torch.clamp(opacities[ids[i]] * torch.exp(-sigma), max=0.999)
+        use = (alpha >= 1 / 255) & ~done
+        next_T = T * (1 - alpha)
+        done = done | (use & (next_T <= 1e-4))
+        use = use & ~done
+        color = color + torch.where(use[:, None], (alpha * T)[:, None] * colors[ids[i]], 0.0)
+        T = torch.where(use, next_T, T)
+    return color.reshape(H, W, -1), (1 - T).reshape(H, W, 1), int(done.sum())
+
+
+def test_matches_a_sequential_per_pixel_reference_with_early_stop():
+    torch.manual_seed(4)
+    N, W, H = 150, 20, 16
+    means = torch.randn(N, 3, dtype=torch.float64) * 0.5
+    quats = torch.randn(N, 4, dtype=torch.float64)
+    scales = torch.rand(N, 3, dtype=torch.float64) * 0.3 + 0.1
+    opacities = torch.rand(N, dtype=torch.float64) * 0.3 + 0.69
+    colors = torch.rand(N, 3, dtype=torch.float64)
+    viewmat, K = _look_from([0.3, -0.2, -3.5]), _K(18.0, 10.2, 7.9)
+    color, alpha, _ = render_gaussians(means, quats, scales, opacities, colors, viewmat[None], K[None], W, H, backend="torch")
+    ref_color, ref_alpha, stopped = _sequential_reference(means, quats, scales, opacities, colors, viewmat, K, W, H)
+    assert stopped > 20 and (ref_alpha < 0.5).any(), "the scene must stop some pixels early and leave others thin"
+    torch.testing.assert_close(color[0], ref_color, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(alpha[0], ref_alpha, rtol=1e-9, atol=1e-10)
