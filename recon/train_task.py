@@ -139,6 +139,7 @@ class SceneSampler:
         if cfg.source not in ("synthetic", "disk"):
             raise ValueError(f"unknown recon_data.source {cfg.source!r}; use 'synthetic' or 'disk'")
         self._cached = functools.lru_cache(maxsize=cfg.cache)(self._load)
+        self._sources: dict[tuple[int, bool], Any] = {}
 
     def sample(self, index: int, num_frames: int, static: bool, held_out: bool = False) -> dict[str, Any]:
         """Sample ``index`` (see the class docstring)."""
@@ -161,8 +162,12 @@ class SceneSampler:
         from fourd.data import MultiViewSource
 
         cfg = self.cfg
-        root = cfg.eval_scenes if held_out else cfg.scenes
-        source = MultiViewSource(root, self.num_views, num_frames, (cfg.height, cfg.width), cfg.frame_stride, "random", with_depth=True, seed=cfg.seed)
+        key = (num_frames, held_out)
+        if key not in self._sources:
+            root = cfg.eval_scenes if held_out else cfg.scenes
+            self._sources[key] = MultiViewSource(root, self.num_views, num_frames, (cfg.height, cfg.width), cfg.frame_stride, "random",
+                                                 with_depth=True, seed=cfg.seed)
+        source = self._sources[key]
         s = source.sample(index % len(source), np.random.default_rng([cfg.seed, index, int(held_out)]))
         if not s["has_cameras"]:
             raise ValueError(f"scene {s['scene']}: the reconstructor's training data needs cameras (scene.json cameras)")

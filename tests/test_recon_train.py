@@ -133,3 +133,23 @@ def test_tiny_reconstructor_learns_novel_views(tmp_path):
     after = evaluate(task, seen["model"])
     assert after["psnr"] > seen["before"]["psnr"] + 3.0, (seen["before"], after)
     assert after["ssim"] > seen["before"]["ssim"]
+
+
+def test_disk_scenes_give_the_same_batch_layout_and_a_finite_loss(tmp_path):
+    from fourd.data import write_synthetic_dataset
+    from fourd.train.distributed import DistEnv
+    from recon.train_task import ReconTask
+
+    for split, seed in (("train", 0), ("val", 50)):
+        write_synthetic_dataset(str(tmp_path / split), 2, seed=seed, num_views=4, num_frames=3, height=32, width=40)
+    cfg = _compose("recon_data=disk", f"recon_data.scenes={tmp_path / 'train'}", f"recon_data.eval_scenes={tmp_path / 'val'}",
+                   "recon_data.height=28", "recon_data.width=28", "recon_data.input_views=2", "recon_data.target_views=2",
+                   "recon_data.num_frames=2", "recon_data.eval_scene_count=1", "stage=dynamic", "loss.lpips_weight=0")
+    task = ReconTask(cfg, DistEnv())
+    model = task.build_model()
+    batch = task.next_batch(2, torch.device("cpu"))
+    assert batch["inputs"].shape == (2, 2, 2, 3, 28, 28) and batch["in_depth"].shape == (2, 2, 2, 28, 28)
+    loss, stats = task.loss(model, batch, torch.Generator())
+    loss.backward()
+    assert torch.isfinite(loss) and stats["psnr"] > 0
+    assert next(iter(task.eval_batches(torch.device("cpu"))))["scenes"][0] != batch["scenes"][0]
