@@ -74,7 +74,7 @@ def attention_backward(
     with torch.no_grad():
         if _use_aten(q, impl):
             return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_out.contiguous(), q, k, v, out.contiguous(), lse.to(_acc_dtype(q.dtype)), 0.0, False, scale=scale
+                grad_out, q, k, v, out, lse.to(_acc_dtype(q.dtype)), 0.0, False, scale=scale
             )
         acc = _acc_dtype(q.dtype)
         kf, vf = k.to(acc), v.to(acc)

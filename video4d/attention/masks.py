@@ -86,7 +86,7 @@ def mask_mod(grid: GridShape, pattern: str, stride: int | None = None):
         same_view = (q_frame // T) == (kv_frame // T)
         same_time = (q_frame % T) == (kv_frame % T)
         keep = {
-            "full": same_view | ~same_view,
+            "full": torch.ones_like(same_view),
             "view_or_time": same_view | same_time,
             "view": same_view,
             "time": same_time,

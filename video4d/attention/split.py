@@ -7,9 +7,13 @@ output ``o_b`` and log-sum-exp ``l_b``, the attention over the union is exactly
 
     out = (e^{l_v} o_v + e^{l_t} o_t - e^{l_f} o_f) / (e^{l_v} + e^{l_t} - e^{l_f}),
 
-computed after subtracting ``max(l_v, l_t)``. The backward reuses the merged output and
-log-sum-exp in each branch (see :mod:`video4d.attention.kernels`) and combines the branch gradients
-with the same signs. Memory grows with ``N * H * D`` (no score matrix is stored).
+computed as a running (online-softmax) merge into one float accumulator in the token layout. The
+backward reuses the merged output and log-sum-exp in each branch (see
+:mod:`video4d.attention.kernels`) and adds the branch gradients with the same signs.
+
+Each branch runs over chunks of its groups (views, times or frames), so only a quarter of a
+branch's inputs (the time grouping needs copies) and outputs are alive at once; no score matrix
+is stored. Tensors are handled as grid views ``[B, V, T, P, H, *rest]`` (``P = h * w``).
 """
 from __future__ import annotations
 
@@ -24,34 +28,46 @@ from video4d.grid import GridShape
 
 __all__ = ["split_attention"]
 
+_GROUPS_PER_BRANCH_CHUNKS = 4
 
-def _to_groups(x: torch.Tensor, grid: GridShape, by: str) -> torch.Tensor:
-    """``[B, N, H, *rest]`` -> ``[G, H, L, *rest]`` grouped ``by`` "view", "time" or "frame"."""
-    B, _, H, *rest = x.shape
-    V, T, P = grid.V, grid.T, grid.tokens_per_frame
+
+def _grid_view(x: torch.Tensor, grid: GridShape) -> torch.Tensor:
+    """``[B, N, H, *rest]`` -> ``[B, V, T, P, H, *rest]``."""
+    return x.reshape(x.shape[0], grid.V, grid.T, grid.tokens_per_frame, *x.shape[2:])
+
+
+def _num_groups(grid: GridShape, by: str) -> int:
+    return {"view": grid.V, "time": grid.T, "frame": grid.num_frames}[by]
+
+
+def _chunks(count: int) -> list[slice]:
+    """Group index ranges, about ``_GROUPS_PER_BRANCH_CHUNKS`` of them."""
+    step = -(-count // _GROUPS_PER_BRANCH_CHUNKS)
+    return [slice(i, min(i + step, count)) for i in range(0, count, step)]
+
+
+def _slot(x6: torch.Tensor, by: str, groups: slice) -> torch.Tensor:
+    """View of grid tensor ``x6`` for some groups: ``[B, c, L_1, ..., H, *rest]``, groups second."""
     if by == "view":
-        grouped = x.reshape(B * V, T * P, H, *rest)
-    elif by == "time":
-        grouped = x.reshape(B, V, T, P, H, *rest).transpose(1, 2).reshape(B * T, V * P, H, *rest)
-    else:
-        grouped = x.reshape(B * V * T, P, H, *rest)
-    return grouped.transpose(1, 2)
-
-
-def _from_groups(y: torch.Tensor, grid: GridShape, by: str) -> torch.Tensor:
-    """Inverse of :func:`_to_groups`: ``[G, H, L, *rest]`` -> ``[B, N, H, *rest]``."""
-    G, H, _, *rest = y.shape
-    y = y.transpose(1, 2)
-    V, T, P = grid.V, grid.T, grid.tokens_per_frame
+        return x6[:, groups]
     if by == "time":
-        B = G // T
-        y = y.reshape(B, T, V, P, H, *rest).transpose(1, 2)
-    else:
-        B = G // V if by == "view" else G // (V * T)
-    return y.reshape(B, grid.num_tokens, H, *rest)
+        return x6[:, :, groups].transpose(1, 2)
+    return x6.flatten(1, 2)[:, groups]
 
 
-_BRANCHES = (("view", 1.0), ("time", 1.0), ("frame", -1.0))
+def _grouped(x6: torch.Tensor, by: str, groups: slice, tail: int) -> torch.Tensor:
+    """Kernel input ``[B * c, H, L, *rest]`` for some groups (``tail``: trailing dims H, *rest)."""
+    slot = _slot(x6, by, groups)
+    return slot.reshape(slot.shape[0] * slot.shape[1], -1, *slot.shape[-tail:]).transpose(1, 2)
+
+
+def _ungrouped(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """Kernel output ``[B * c, H, L, *rest]`` viewed like ``slot`` (no copy)."""
+    return y.transpose(1, 2).reshape(slot.shape)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 class _ViewOrTime(torch.autograd.Function):
@@ -59,17 +75,30 @@ class _ViewOrTime(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, grid: GridShape, impl: str):
-        outs, lses = [], []
-        for by, _ in _BRANCHES:
-            o, lse = attention_with_lse(*(_to_groups(x, grid, by) for x in (q, k, v)), impl=impl)
-            outs.append(_from_groups(o, grid, by))
-            lses.append(_from_groups(lse, grid, by))
-        top = torch.maximum(lses[0], lses[1])
-        weights = [(lse - top).exp() for lse in lses]
-        denom = weights[0] + weights[1] - weights[2]
-        merged = sum(sign * w[..., None] * o.to(w.dtype) for (_, sign), w, o in zip(_BRANCHES, weights, outs))
-        out = (merged / denom[..., None]).to(q.dtype)
-        ctx.save_for_backward(q, k, v, out, top + denom.log())
+        qkv = [_grid_view(x, grid) for x in (q, k, v)]
+        acc = torch.empty(qkv[0].shape, dtype=_acc_dtype(q.dtype), device=q.device)
+        top = torch.empty(acc.shape[:-1], dtype=acc.dtype, device=q.device)
+        denom = torch.ones_like(top)
+        for by, sign in (("view", 1.0), ("time", 1.0), ("frame", -1.0)):
+            for groups in _chunks(_num_groups(grid, by)):
+                out_c, lse_c = attention_with_lse(*(_grouped(x, by, groups, 2) for x in qkv), impl=impl)
+                acc_s, top_s, den_s = (_slot(x, by, groups) for x in (acc, top, denom))
+                out_c, lse_c = _ungrouped(out_c, acc_s), _ungrouped(lse_c, top_s)
+                if by == "view":
+                    acc_s.copy_(out_c)
+                    top_s.copy_(lse_c)
+                elif by == "time":
+                    new_top = torch.maximum(top_s, lse_c)
+                    rescale, weight = (top_s - new_top).exp_(), (lse_c - new_top).exp_()
+                    acc_s.mul_(rescale[..., None]).addcmul_(out_c, weight[..., None])
+                    den_s.mul_(rescale).add_(weight)
+                    top_s.copy_(new_top)
+                else:
+                    weight = (lse_c - top_s).exp_()
+                    acc_s.addcmul_(out_c, weight[..., None], value=sign)
+                    den_s.sub_(weight)
+        out = acc.div_(denom[..., None]).to(q.dtype).reshape(q.shape)
+        ctx.save_for_backward(q, k, v, out, top.add_(denom.log_()))
         ctx.grid, ctx.impl = grid, impl
         return out
 
@@ -77,17 +106,25 @@ class _ViewOrTime(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
-        grads = [torch.zeros_like(x) for x in (q, k, v)]
-        for by, sign in _BRANCHES:
-            grouped = (_to_groups(x, ctx.grid, by) for x in (grad_out, q, k, v, out, lse))
-            for total, g in zip(grads, attention_backward(*grouped, impl=ctx.impl)):
-                total.add_(_from_groups(g, ctx.grid, by), alpha=sign)
-        return grads[0], grads[1], grads[2], None, None
+        grid = ctx.grid
+        tensors = [_grid_view(x, grid) for x in (grad_out, q, k, v, out)]
+        grads = [torch.zeros(tensors[1].shape, dtype=_acc_dtype(q.dtype), device=q.device) for _ in range(3)]
+        for by, sign in (("view", 1.0), ("time", 1.0), ("frame", -1.0)):
+            for groups in _chunks(_num_groups(grid, by)):
+                inputs = [_grouped(x, by, groups, 2) for x in tensors] + [_grouped(lse, by, groups, 1)]
+                for total, g in zip(grads, attention_backward(*inputs, impl=ctx.impl)):
+                    slot = _slot(total, by, groups)
+                    slot.add_(_ungrouped(g, slot), alpha=sign)
+        dq, dk, dv = (g.to(q.dtype).reshape(q.shape) for g in grads)
+        return dq, dk, dv, None, None
 
 
 def _grouped_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: GridShape, by: str) -> torch.Tensor:
-    out = F.scaled_dot_product_attention(*(_to_groups(x, grid, by) for x in (q, k, v)))
-    return _from_groups(out, grid, by)
+    """SDPA within each view or each time step: ``[B, N, H, D]`` in and out."""
+    every = slice(None)
+    out = F.scaled_dot_product_attention(*(_grouped(_grid_view(x, grid), by, every, 2) for x in (q, k, v)))
+    out = _ungrouped(out, _slot(_grid_view(q, grid), by, every))
+    return (out.transpose(1, 2) if by == "time" else out).reshape(q.shape)
 
 
 def split_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: GridShape, pattern: str = "view_or_time", impl: str = "auto") -> torch.Tensor:
