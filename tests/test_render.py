@@ -139,6 +139,20 @@ def test_gaussians_behind_the_camera_or_near_plane_contribute_nothing():
     assert torch.all(means.grad[1:] == 0) and means.grad[0].abs().sum() > 0
 
 
+def test_far_off_and_non_finite_splats_get_empty_pixel_boxes():
+    """Untrained models can emit splats 1e19 px away or with a non-finite 2D covariance: their pixel
+    boxes must be empty (not an integer overflow that crashes the pairing)."""
+    from recon.render.torch_rasterizer import _box_pairs
+
+    means2d = torch.tensor([[5.0, 5.0], [1e19, -1e19], [3.0, 3.0], [float("nan"), 2.0]])
+    cov2d = torch.eye(2).repeat(4, 1, 1)
+    cov2d[2, 0, 0] = -1.0  # a broken covariance (sqrt of a negative variance is NaN)
+    opacities = torch.full((4,), 0.9)
+    gid, pix = _box_pairs(means2d, cov2d, opacities, 16, 16)
+    gid_ok, pix_ok = _box_pairs(means2d[:1], cov2d[:1], opacities[:1], 16, 16)
+    assert torch.equal(gid, gid_ok) and torch.equal(pix, pix_ok) and gid.numel() > 0
+
+
 def test_batched_call_equals_per_item_calls():
     torch.manual_seed(1)
     B, N = 2, 30

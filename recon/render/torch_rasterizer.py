@@ -114,12 +114,16 @@ def _box_pairs(means2d: torch.Tensor, cov2d: torch.Tensor, opacities: torch.Tens
     m = means2d.detach()
     k = torch.sqrt(2 * torch.log(opacities.detach() / ALPHA_MIN).clamp(min=0)).clamp(max=EXTENT_SIGMAS)
     r = torch.ceil(k[:, None] * torch.sqrt(torch.diagonal(cov2d.detach(), dim1=-2, dim2=-1)))
-    lo = torch.ceil(m - r - 0.5).clamp(min=0)
-    hi = torch.minimum(torch.floor(m + r - 0.5), torch.tensor([width - 1.0, height - 1.0], dtype=m.dtype, device=device))
-    size = (hi - lo + 1).clamp(min=0).long()
+    last = torch.tensor([width - 1.0, height - 1.0], dtype=m.dtype, device=device)
+    lo = torch.minimum(torch.ceil(m - r - 0.5).clamp(min=0), last + 1)
+    hi = torch.minimum(torch.floor(m + r - 0.5), last)
+    finite = torch.isfinite(m).all(1) & torch.isfinite(r).all(1)
+    # Boxes are clipped to the image in floating point first: far-off or non-finite splats get an
+    # empty box instead of overflowing the integer cast.
+    size = torch.where(finite[:, None], (hi - lo + 1).clamp(min=0), 0).long()
     counts = size[:, 0] * size[:, 1]
     start = torch.cumsum(counts, 0) - counts
-    lo = lo.long()
+    lo = torch.where(finite[:, None], lo, 0).long()
     per_gaussian = torch.stack([lo[:, 0], lo[:, 1], size[:, 0], start])
     gid = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
     x0, y0, wx, first = per_gaussian.index_select(1, gid)
