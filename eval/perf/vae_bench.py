@@ -1,6 +1,6 @@
 """Benchmark: VAE encode/decode time and peak memory versus the number of frames.
 
-Usage: ``python -m video4d.vae.benchmark --config tiny --size 64x64 --frames 5 9 17 33 [--device cuda]``.
+Usage: ``python -m eval.perf.vae_bench --config tiny --size 64x64 --frames 5 9 17 33 [--device cuda]``.
 Each row runs in a fresh process, so the CPU peak (max RSS) is per row; on CUDA the peak is
 ``torch.cuda.max_memory_allocated``. With the streaming cache the peak should stay flat in T
 (latents and decoded frames themselves aside).

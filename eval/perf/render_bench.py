@@ -1,4 +1,4 @@
-"""Speed of the torch rasterizer: ``python -m recon.render.benchmark [--threads 1] [--device cpu]``.
+"""Speed of the torch rasterizer: ``python -m eval.perf.render_bench [--threads 1] [--device cpu]``.
 
 Prints a table of forward and forward+backward times (median of ``--repeats`` runs) for random
 scenes of pixel-sized Gaussians (the regime of pixel-aligned reconstructors: about one Gaussian

@@ -1,4 +1,4 @@
-"""Summarise runs' throughput from their ``metrics.jsonl``: ``python -m fourd.train.throughput RUN_DIR ...``.
+"""Summarise runs' throughput from their ``metrics.jsonl``: ``python -m eval.perf.train_throughput RUN_DIR ...``.
 
 Prints a table, one row per run: steps measured (the first ``--skip`` steps are warm-up and left
 out), median seconds per optimizer step, mean samples/s and tokens/s (global: all ranks together).
