@@ -36,7 +36,8 @@ def _backbone_state(net: str, weights: Optional[str]) -> dict[str, torch.Tensor]
         if not os.path.exists(weights):
             raise WeightsNotFoundError(
                 f"LPIPS {net} backbone weights not found: pass lpips_weights=<path to {BACKBONE_FILES[net]}> "
-                f"(torchvision ImageNet state dict) or place the file at {weights}; nothing is downloaded at run time"
+                f"(torchvision ImageNet state dict; in the training configs: loss.lpips_weights=...), set the LPIPS "
+                f"weight to 0 (loss.lpips_weight=0, MSE only) or place the file at {weights}; nothing is downloaded at run time"
             )
     return read_state_dict(weights, what=f"LPIPS {net} backbone weights ({BACKBONE_FILES[net]})")
 
