@@ -11,7 +11,7 @@ computed as a running (online-softmax) merge into one float accumulator in the t
 backward reuses the merged output and log-sum-exp in each branch (see
 :mod:`video4d.attention.kernels`) and adds the branch gradients with the same signs.
 
-Each branch runs over chunks of its groups (views, times or frames), so only a quarter of a
+Each branch runs over chunks of its groups (views, times or frames), so only about an eighth of a
 branch's inputs (the time grouping needs copies) and outputs are alive at once; no score matrix
 is stored. Tensors are handled as grid views ``[B, V, T, P, H, *rest]`` (``P = h * w``).
 """
@@ -28,7 +28,7 @@ from video4d.grid import GridShape
 
 __all__ = ["split_attention"]
 
-_GROUPS_PER_BRANCH_CHUNKS = 4
+_GROUPS_PER_BRANCH_CHUNKS = 8
 
 
 def _grid_view(x: torch.Tensor, grid: GridShape) -> torch.Tensor:
@@ -41,7 +41,7 @@ def _num_groups(grid: GridShape, by: str) -> int:
 
 
 def _chunks(count: int) -> list[slice]:
-    """Group index ranges, about ``_GROUPS_PER_BRANCH_CHUNKS`` of them."""
+    """Group index ranges, at most ``_GROUPS_PER_BRANCH_CHUNKS`` of them."""
     step = -(-count // _GROUPS_PER_BRANCH_CHUNKS)
     return [slice(i, min(i + step, count)) for i in range(0, count, step)]
 
