@@ -8,12 +8,8 @@ split), ``flex`` (FlexAttention: compiled on CUDA; forward only on CPU, eager un
 ``--flex-compile``), ``full`` (unmasked SDPA), ``sequential`` (view attention, then time attention
 on its output) and ``parallel`` (view and time attention of the same q, k, v, summed).
 
-Peak memory is the bytes allocated by torch above what was allocated before the call (inputs
-excluded, outputs and gradients included): on CUDA ``torch.cuda.max_memory_allocated``; on CPU the
-maximum running sum of the sizes of the allocation and free events (+/- bytes, in time order) that
-``torch.profiler`` (profile_memory=True) records from torch's CPU allocator, in a separate untimed
-run. (The per-op ``cpu_memory_usage`` summaries are not used: they attribute frees to the enclosing
-op's start.) Combinations above ``--max-tokens`` or whose
+Peak memory: see :mod:`eval.perf.measure` (torch-allocated bytes above the level before the call).
+Combinations above ``--max-tokens`` or whose
 estimated ``N x N`` buffers exceed ``--mem-cap-gib`` are skipped and the table says why.
 """
 from __future__ import annotations
@@ -21,15 +17,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 import torch
-from torch._C._profiler import _EventType
-from torch.profiler import ProfilerActivity, profile
 
+from eval.perf.measure import median_seconds, peak_bytes
 from video4d.attention import attend, sparsity_report
 from video4d.attention.dense import full_attention
 from video4d.attention.flex import choose_padding, flex_attention_grid
@@ -81,43 +74,6 @@ def _skip_reason(method: str, N: int, args, device: torch.device, compile_flex: 
     return ""
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
-    """Peak torch-allocated bytes during ``fn`` above the level before it (see the module docstring)."""
-    if device.type == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        _sync(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events, pending = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while pending:
-        event = pending.pop()
-        pending.extend(event.children)
-        if event.tag == _EventType.Allocation:
-            events.append((event.start_time_ns, event.extra_fields.alloc_size))
-    return max(itertools.accumulate((size for _, size in sorted(events)), initial=0))
-
-
-def _time_ms(fn: Callable[[], None], device: torch.device, repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
-
-
 def _measure(method: str, grid: GridShape, args, device: torch.device, dtype: torch.dtype, compile_flex: bool) -> Row:
     row = Row(grid.V, grid.T, grid.tokens_per_frame, grid.num_tokens, method)
     row.note = _skip_reason(method, grid.num_tokens, args, device, compile_flex)
@@ -136,8 +92,8 @@ def _measure(method: str, grid: GridShape, args, device: torch.device, dtype: to
         with torch.no_grad():
             attn(q, k, v)
 
-    row.fwd_ms = _time_ms(forward, device, args.repeats)
-    row.fwd_peak_mib = _peak_bytes(forward, device) / 2**20
+    row.fwd_ms = 1e3 * median_seconds(forward, device, args.repeats)
+    row.fwd_peak_mib = peak_bytes(forward, device) / 2**20
     if method == "flex" and device.type == "cpu":
         row.note += "; no CPU backward"
         return row
@@ -148,8 +104,8 @@ def _measure(method: str, grid: GridShape, args, device: torch.device, dtype: to
         attn(qg, kg, vg).backward(grad)
         qg.grad = kg.grad = vg.grad = None
 
-    row.fwd_bwd_ms = _time_ms(forward_backward, device, args.repeats)
-    row.fwd_bwd_peak_mib = _peak_bytes(forward_backward, device) / 2**20
+    row.fwd_bwd_ms = 1e3 * median_seconds(forward_backward, device, args.repeats)
+    row.fwd_bwd_peak_mib = peak_bytes(forward_backward, device) / 2**20
     return row
 
 

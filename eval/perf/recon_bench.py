@@ -7,9 +7,8 @@
 For each number of input views V in ``--views`` (default 2 4 8 16) and timesteps T in
 ``--timesteps`` (default 1 4 8 16) it times one inference forward pass (no gradients; cameras,
 depth and Gaussians) on frames ``[1, V, T, 3, H, W]`` (median of ``--repeats`` after a warm-up) and
-measures peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (total, weights included, as the
-paper reports GPU memory); on CPU the peak of the running sum of the allocations and frees that
-``torch.profiler`` records during one extra forward, plus the weights. A combination is skipped (and
+measures peak memory: the weights plus the activation peak of one extra forward (see
+:mod:`eval.perf.measure`; on CUDA that sum is the total the paper reports). A combination is skipped (and
 the table says why) when a smaller one (fewer or equal views and timesteps) ran over ``--max-seconds``
 or ``--mem-cap-gib``, or ran out of memory. Weights are random unless ``--weights`` is given: timing
 does not depend on them. The chunking options of the model (``--patch-embed-chunk``, ``--head-chunk``)
@@ -20,13 +19,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+
+from eval.perf.measure import median_seconds, peak_bytes
 
 __all__ = ["Row", "measure", "run_benchmark", "main"]
 
@@ -46,25 +44,8 @@ class Row:
     note: str = ""
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _param_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
-
-
-def _cpu_peak_bytes(fn) -> int:
-    """Peak of the running sum of allocation/free events of ``fn`` recorded by the profiler (bytes)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
-    running, peak = 0, 0
-    for _, size in events:
-        running += size
-        peak = max(peak, running)
-    return peak
 
 
 def measure(model: torch.nn.Module, views: int, timesteps: int, height: int, width: int, repeats: int = 3,
@@ -78,22 +59,9 @@ def measure(model: torch.nn.Module, views: int, timesteps: int, height: int, wid
         with torch.no_grad(), autocast:
             model(frames)
 
-    forward()
-    samples = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        forward()
-        _sync(device)
-        samples.append(time.perf_counter() - start)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        forward()
-        _sync(device)
-        peak = torch.cuda.max_memory_allocated(device)
-    else:
-        peak = _param_bytes(model) + _cpu_peak_bytes(forward)
-    return Row(views, timesteps, height, width, time_s=statistics.median(samples), peak_gib=peak / GIB)
+    seconds = median_seconds(forward, device, repeats)
+    peak = _param_bytes(model) + peak_bytes(forward, device)
+    return Row(views, timesteps, height, width, time_s=seconds, peak_gib=peak / GIB)
 
 
 def run_benchmark(config: str = "tiny", views: tuple[int, ...] = (2, 4, 8, 16), timesteps: tuple[int, ...] = (1, 4, 8, 16),
