@@ -93,11 +93,27 @@ def init_distributed(timeout_s: float = 1800.0) -> DistEnv:
     env = dist_env()
     if env.world_size > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "gloo":
+            _share_cpu_threads()
         if backend == "nccl":
             torch.cuda.set_device(env.local_rank)
         dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size, timeout=datetime.timedelta(seconds=timeout_s))
         atexit.register(teardown)
     return env
+
+
+def _share_cpu_threads() -> None:
+    """Give each local CPU rank ``cores // local ranks`` intra-op threads unless OMP_NUM_THREADS is set.
+
+    torchrun sets OMP_NUM_THREADS=1 for several local ranks, the ``deepspeed`` launcher does not
+    (unless --bind_cores_to_rank); without a cap every rank takes all cores and the oversubscribed
+    ranks run small ops up to ~100x slower. Local rank counts: LOCAL_WORLD_SIZE (torchrun) or
+    LOCAL_SIZE (deepspeed).
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", 1)))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local, 1)))
 
 
 def teardown() -> None:
