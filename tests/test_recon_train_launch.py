@@ -14,6 +14,8 @@ import pytest
 import torch
 from plyfile import PlyData
 
+from fourd.train.observe import losses_by_step
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 SCRIPT = str(ROOT / "launch" / "train_recon.py")
@@ -30,14 +32,6 @@ def _run(args, run_dir, expect_rc=0):
     proc = subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == expect_rc, f"rc {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
-
-
-def _losses(run_dir):
-    out = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        out[row["step"]] = row["loss"]
-    return out
 
 
 def _reference_losses(tmp_path):
@@ -72,7 +66,7 @@ def test_train_stop_resume_export_and_scene_export(tmp_path):
     assert not (run / "result.json").exists()
     _run(COMMON, run)  # resume=auto continues from step 2
     assert json.loads((run / "result.json").read_text())["step"] == 4
-    got, want = _losses(run), _reference_losses(tmp_path)
+    got, want = losses_by_step(run), _reference_losses(tmp_path)
     assert sorted(got) == [1, 2, 3, 4]
     assert [got[s] for s in (1, 2, 3, 4)] == pytest.approx([want[s] for s in (1, 2, 3, 4)], rel=1e-4)
 

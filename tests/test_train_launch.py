@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fourd.train.observe import losses_by_step, read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "launch" / "train_video4d.py")
 TINY = ["data.height=16", "data.width=16", "data.num_scenes=4", "train.progress=false", "train.log_every=1", "optim.warmup_steps=2"]
@@ -39,15 +41,6 @@ def _port():
         return str(s.getsockname()[1])
 
 
-def _losses(run_dir):
-    """step -> loss, the last record of each step winning (a resumed run repeats steps)."""
-    out = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        out[row["step"]] = row["loss"]
-    return out
-
-
 def test_plain_crash_in_save_then_resume_is_exact(tmp_path):
     common = [sys.executable, SCRIPT, "launcher=plain", "train.steps=4", "train.checkpoint_every=2", *TINY]
     _run(common, tmp_path / "ref")
@@ -57,7 +50,7 @@ def test_plain_crash_in_save_then_resume_is_exact(tmp_path):
     assert (ckpts / "latest").read_text().strip() == "step_00000002"
     assert (ckpts / ".tmp-step_00000004").is_dir() and not (ckpts / "step_00000004").exists()
     _run(common, crashed)  # resume=auto picks step 2
-    ref, got = _losses(tmp_path / "ref"), _losses(crashed)
+    ref, got = losses_by_step(tmp_path / "ref"), losses_by_step(crashed)
     assert sorted(got) == [1, 2, 3, 4]
     assert [got[s] for s in (3, 4)] == [ref[s] for s in (3, 4)]
     assert json.loads((crashed / "result.json").read_text())["step"] == 4
@@ -70,7 +63,7 @@ def test_hydra_multirun_two_jobs(tmp_path):
         job_dir = tmp_path / "sweep" / job
         assert json.loads((job_dir / "result.json").read_text())["step"] == 2
         assert "training finished at step 2" in (job_dir / "train_video4d_rank0.log").read_text()
-        rows = [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(job_dir)
         assert rows[-1]["lr"] == pytest.approx(lr * 1.0)  # warm-up of 2 steps reached the peak
 
 
@@ -81,7 +74,7 @@ def test_deepspeed_zero2_two_ranks_nan_export_and_resume(tmp_path):
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _port(), SCRIPT, *common], ref)
     result = json.loads((ref / "result.json").read_text())
     assert result["step"] == 4 and result["skipped_steps"] == 1
-    rows = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(ref)
     assert [r["skipped_steps"] for r in rows] == [0, 1, 1, 1] and rows[1]["loss"] == "nan"
     assert (ref / "checkpoints" / "step_00000004" / "rank_00001.pt").is_file()
 
@@ -110,5 +103,5 @@ def test_deepspeed_zero2_two_ranks_nan_export_and_resume(tmp_path):
     proc = subprocess.run([*launcher, "debug.stop_after_step=3"], cwd=ROOT, env=_env(resumed), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and not (resumed / "result.json").exists()
     _run(launcher, resumed)
-    got, want = _losses(resumed), _losses(ref)
+    got, want = losses_by_step(resumed), losses_by_step(ref)
     assert [got[s] for s in (3, 4)] == [want[s] for s in (3, 4)]

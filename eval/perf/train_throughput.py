@@ -6,17 +6,16 @@ out), median seconds per optimizer step, mean samples/s and tokens/s (global: al
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
+
+from fourd.train.observe import read_metrics
 
 __all__ = ["summarise", "main"]
 
 
 def summarise(run_dir: str, skip: int = 2) -> dict[str, float]:
     """``{"steps", "s_per_step", "samples_per_s", "tokens_per_s"}`` over the steps after the first ``skip``."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f][skip:]
+    rows = read_metrics(run_dir)[skip:]
     if not rows:
         raise ValueError(f"{run_dir}/metrics.jsonl has no steps after the first {skip}")
     return {

@@ -19,7 +19,7 @@ import torch
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-__all__ = ["Observer"]
+__all__ = ["Observer", "read_metrics", "losses_by_step"]
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +82,16 @@ class Observer:
         self._bar.close()
         self._writer.close()
         self._jsonl.close()
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    """The per-step records of ``run_dir/metrics.jsonl`` in file order (a resumed run repeats the
+    steps between its checkpoint and the crash; the later record is the resumed run's)."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def losses_by_step(run_dir: str) -> dict[int, float]:
+    """``{step: loss}`` from ``metrics.jsonl``, the last record of each step winning."""
+    return {row["step"]: row["loss"] for row in read_metrics(run_dir)}
+
