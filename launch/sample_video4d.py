@@ -22,6 +22,7 @@ import imageio.v3 as iio
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from torchvision.utils import make_grid
 
 from fourd.weights import read_state_dict, write_safetensors
 from video4d.grid import ReferenceCells, ReferenceLatents
@@ -83,10 +84,10 @@ def latents_to_frames(latents: torch.Tensor, scale: int) -> torch.Tensor:
     return rgb
 
 
-def frames_to_image(frames: torch.Tensor) -> torch.Tensor:
-    """Frames ``[V, T, 3, H, W]`` in [0, 1] -> one uint8 image ``[V*H, T*W, 3]`` (rows = views)."""
-    V, T, _, H, W = frames.shape
-    image = frames.permute(0, 3, 1, 4, 2).reshape(V * H, T * W, 3)
+def frames_to_image(frames: torch.Tensor, padding: int = 2) -> torch.Tensor:
+    """Frames ``[V, T, 3, H, W]`` in [0, 1] -> one uint8 image (rows = views, columns = times) of
+    ``[V*(H+p)+p, T*(W+p)+p, 3]`` with ``p = padding`` white pixels between cells."""
+    image = make_grid(frames.flatten(0, 1).float(), nrow=frames.shape[1], padding=padding, pad_value=1.0).permute(1, 2, 0)
     return (image * 255).round().clamp(0, 255).to(torch.uint8)
 
 
@@ -131,7 +132,7 @@ def generate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"image": out / "grid.png", "latents": out / "latents.safetensors"}
-    iio.imwrite(paths["image"], frames_to_image(frames).numpy())
+    iio.imwrite(paths["image"], frames_to_image(frames, cfg.display.padding).numpy())
     tensors = {"latents": latents}
     if reference is not None:
         tensors["reference_cells"] = reference.cell_mask()[0].to(torch.uint8).cpu()

@@ -15,6 +15,11 @@ from launch.sample_video4d import generate
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _grid_size(V, T, H, W, padding=2):
+    """grid.png shape for V x T cells of H x W pixels with the default 2-pixel padding."""
+    return (V * (H + padding) + padding, T * (W + padding) + padding, 3)
+
+
 def _cfg(*overrides):
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         return compose("sample_video4d", overrides=["sampler.progress=false", *overrides])
@@ -28,7 +33,7 @@ def test_script_runs_with_no_arguments_and_writes_image_and_latents(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert str(tmp_path / "grid.png") in result.stdout
     image = iio.imread(tmp_path / "grid.png")
-    assert image.shape == (3 * 8 * 8, 4 * 8 * 8, 3) and image.dtype.name == "uint8"
+    assert image.shape == _grid_size(3, 4, 64, 64) and image.dtype.name == "uint8"
     latents = load_file(str(tmp_path / "latents.safetensors"))["latents"]
     assert latents.shape == (3, 4, 16, 8, 8) and torch.isfinite(latents).all()
 
@@ -36,7 +41,7 @@ def test_script_runs_with_no_arguments_and_writes_image_and_latents(tmp_path):
 def test_references_from_file_are_reproduced_exactly_and_seed_is_deterministic(tmp_path):
     first = generate(_cfg("grid.views=2", "grid.times=3", "grid.height=4", "grid.width=6", "display.scale=2", "sampler.steps=2"), tmp_path / "a")
     image = iio.imread(first["image"])
-    assert image.shape == (2 * 4 * 2, 3 * 6 * 2, 3)
+    assert image.shape == _grid_size(2, 3, 4 * 2, 6 * 2)
     source = load_file(str(first["latents"]))["latents"]
 
     overrides = ["grid.views=2", "grid.times=3", "grid.height=4", "grid.width=6", "sampler.steps=2", "sampler.seed=5", f"references.file={first['latents']}", "references.view=1", "references.time=2"]
@@ -66,4 +71,19 @@ def test_vae_decoding_path_with_tiny_vae_weights(tmp_path):
     paths = generate(_cfg("grid.views=2", "grid.times=2", "grid.height=2", "grid.width=2", "sampler.steps=1", "vae.config=tiny", f"vae.weights={weights}"), tmp_path / "out")
     image = iio.imread(paths["image"])
     # 2 latent frames decode to 5 frames; stride 4 shows frames 0 and 4: one column per latent frame
-    assert image.shape == (2 * 16, 2 * 16, 3)
+    assert image.shape == _grid_size(2, 2, 16, 16)
+
+
+def test_grid_image_puts_views_in_rows_and_times_in_columns():
+    from launch.sample_video4d import frames_to_image
+
+    V, T, H, W = 2, 3, 4, 5
+    value = torch.arange(V * T, dtype=torch.float32).reshape(V, T, 1, 1, 1) / 10
+    image = frames_to_image(value.expand(V, T, 3, H, W), padding=2)
+    assert tuple(image.shape) == _grid_size(V, T, H, W)
+    for v in range(V):
+        for t in range(T):
+            y, x = 2 + v * (H + 2) + H // 2, 2 + t * (W + 2) + W // 2
+            assert int(image[y, x, 0]) == round((v * T + t) / 10 * 255)
+    assert int(image[0, 0, 0]) == 255
+
