@@ -11,9 +11,9 @@ from typing import Literal, Optional
 import torch
 
 from .gsplat_backend import gsplat_available, rasterize_gsplat
-from .torch_rasterizer import project_gaussians, quat_to_rotmat, rasterize_torch
+from .torch_rasterizer import project_gaussians, rasterize_torch
 
-__all__ = ["render_gaussians", "select_backend", "rasterize_torch", "rasterize_gsplat", "project_gaussians", "quat_to_rotmat"]
+__all__ = ["render_gaussians", "select_backend", "rasterize_torch", "rasterize_gsplat", "project_gaussians"]
 
 Backend = Literal["auto", "torch", "gsplat"]
 

@@ -40,24 +40,14 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
-__all__ = ["quat_to_rotmat", "project_gaussians", "rasterize_torch"]
+from recon.geometry import quat_wxyz_to_matrix
+
+__all__ = ["project_gaussians", "rasterize_torch"]
 
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.999
 EXTENT_SIGMAS = 3.33
-
-
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices from quaternions ``quats [..., 4]`` (wxyz, normalised here) -> ``[..., 3, 3]``."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]
-    return torch.stack(rows, dim=-1).reshape(quats.shape[:-1] + (3, 3))
 
 
 def project_gaussians(
@@ -84,7 +74,7 @@ def project_gaussians(
     depth_all = means.detach() @ R_cam[2].detach() + t_cam[2].detach()
     ids = torch.nonzero((depth_all > near_plane) & (depth_all < far_plane)).squeeze(1)
     p_cam = means[ids] @ R_cam.T + t_cam
-    rot = quat_to_rotmat(quats[ids])
+    rot = quat_wxyz_to_matrix(quats[ids])
     M = R_cam @ (rot * scales[ids][:, None, :])
     cov_cam = M @ M.transpose(-1, -2)
 
