@@ -36,11 +36,11 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.utils import make_grid
 
+from eval.metrics import psnr, ssim
 from fourd.train.distributed import DistEnv
 from recon.geometry import cameras_to_pose_encoding, matrix_to_quat_wxyz, quat_multiply_wxyz, unproject_depth
 from recon.model import Gaussians
@@ -349,7 +349,7 @@ class ReconTask:
         terms = self.criterion(renders.flatten(0, 2), batch["targets"].flatten(0, 2))
         total = terms["loss"]
         stats = {k: float(terms[k].detach()) for k in ("mse", "lpips")} | {"scale_align": float(gt["align"].mean())}
-        stats["psnr"] = float(-10 * torch.log10(F.mse_loss(renders.detach().clamp(0, 1), batch["targets"]).clamp(min=1e-10)))
+        stats["psnr"] = float(psnr(renders.detach().clamp(0, 1).flatten(0, 2), batch["targets"].flatten(0, 2)).mean())
         cfg = self.cfg.loss
         if cfg.depth_weight > 0:
             valid = gt["depth"] > 0
@@ -389,8 +389,6 @@ class ReconTask:
 def evaluate(task: ReconTask, model: nn.Module) -> dict[str, float]:
     """Mean novel-view PSNR (dB) and SSIM of the target views of the held-out scenes (renders clamped
     to [0, 1]); the model is put in eval mode and back."""
-    from eval.metrics import psnr, ssim
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
