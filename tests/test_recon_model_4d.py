@@ -143,3 +143,20 @@ def test_runs_in_bfloat16():
     with torch.no_grad():
         out = model(_images(6))
     assert out.depth.dtype == torch.bfloat16 and torch.isfinite(out.gaussians.means).all()
+
+
+def test_heads_run_in_fp32_under_bf16_autocast_like_official_vggt():
+    """Official VGGT disables autocast around its heads: under bf16 autocast only the backbone is
+    bf16; cameras, depth and Gaussians come out fp32 and close to the fp32 run."""
+    torch.manual_seed(7)
+    model = build_reconstructor("tiny-4d").eval()
+    images = _images(7)
+    with torch.no_grad():
+        ref = model(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(images)
+    for name in ("pose_enc", "extrinsics", "intrinsics", "depth", "depth_conf"):
+        got, want = getattr(out, name), getattr(ref, name)
+        assert got.dtype == torch.float32, name
+        torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)
+    assert out.gaussians.means.dtype == torch.float32

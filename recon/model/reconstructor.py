@@ -107,10 +107,20 @@ class Reconstructor(nn.Module):
         """
         self._check(images)
         cfg = self.cfg
-        B, V, T, _, H, W = images.shape
         heads = [h for h in (self.point_head, self.depth_head, self.gaussian_head) if h is not None]
         keep = {cfg.depth - 1}.union(*(h.layers for h in heads))
         tokens = self.aggregator(images, keep)
+        # Like official VGGT, the heads run without autocast: under bf16 autocast only the backbone
+        # is bf16, and cameras, depth and Gaussians are computed at the heads' parameter precision.
+        head_dtype = next(next(h.parameters()) for h in (self.camera_head, *heads) if h is not None).dtype
+        with torch.autocast(images.device.type, enabled=False):
+            return self._heads({i: t.to(head_dtype) for i, t in tokens.items()}, images.to(head_dtype))
+
+    def _heads(self, tokens: dict[int, torch.Tensor], images: torch.Tensor) -> ReconstructionOutput:
+        """Camera, depth, point and Gaussian heads on the aggregator's kept layers
+        ``{layer: [B, T, V, P, 2C]}`` for ``images [B, V, T, 3, H, W]``."""
+        cfg = self.cfg
+        B, V, T, _, H, W = images.shape
         start = self.aggregator.patch_start_idx
         frames = {i: t.reshape(B * T * V, *t.shape[3:]) for i, t in tokens.items()}
         out = ReconstructionOutput()
