@@ -43,6 +43,10 @@ class WanDiT4D(nn.Module):
     included) are ADDED to the noisy tokens' patch embeddings at the reference cells only
     (``reference.cells``: ``[V, T]`` or per-sample ``[B, V, T]``; a fixed-view row and/or a
     freeze-time column, either may be absent). Latents at other cells are never read.
+
+    Build it with :func:`video4d.model.load_dit`: the constructor leaves PyTorch's default init
+    (so that meta-device builds for weight loading cost nothing); ``load_dit`` applies Wan's init
+    (:meth:`reset_parameters`) or the checkpoint.
     """
 
     def __init__(self, config: DiTConfig) -> None:
