@@ -1,23 +1,10 @@
 """State-dict layout and loading of the reconstructor against the official VGGT-1B key table."""
-import hashlib
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from fourd.weights import StateDictMismatchError, WeightsNotFoundError, write_safetensors
 from recon.model import build_reconstructor, is_new_layer_key, load_reconstructor, load_weights
-
-TABLE = Path(__file__).parent / "data" / "reference" / "vggt-1b.keys.tsv"
-
-
-def _table():
-    lines = TABLE.read_text().splitlines()
-    header = json.loads(lines[0].lstrip("# "))
-    rows = [line.split("\t") for line in lines[1:]]
-    return header, [(r[0], tuple(int(s) for s in r[1].split(","))) for r in rows]
-
+from tests.reference_tables import key_shape_sha256, read_table
 
 def _meta(config):
     with torch.device("meta"):
@@ -25,19 +12,18 @@ def _meta(config):
 
 
 def test_vggt_1b_state_dict_equals_the_official_table():
-    header, rows = _table()
+    header, rows = read_table("vggt-1b")
     state = _meta("vggt-1b").state_dict()
     mine = [(k, tuple(v.shape)) for k, v in state.items()]
     assert len(mine) == header["keys"] == 1797
     assert mine == rows
-    digest = hashlib.sha256("\n".join(f"{k}\t{','.join(map(str, s))}" for k, s in mine).encode()).hexdigest()
-    assert digest == header["key_shape_sha256"]
+    assert key_shape_sha256(mine) == header["key_shape_sha256"]
     assert sum(v.numel() for v in state.values()) == header["total_params"]
     assert all(v.dtype == torch.float32 for v in state.values())
 
 
 def test_4d_model_loads_the_vggt_1b_layout_with_only_new_layers_missing():
-    _, rows = _table()
+    _, rows = read_table("vggt-1b")
     model = _meta("vggt-1b-4d")
     checkpoint = {k: torch.empty(shape, device="meta") for k, shape in rows}
     report = load_weights(model, checkpoint, source="vggt-1b table")

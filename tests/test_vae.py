@@ -1,22 +1,9 @@
 """Wan2.1 VAE: official key layout, shapes, chunked == one-shot causal passes, causality, per-view independence."""
-import hashlib
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.reference_tables import key_shape_sha256, read_table, state_rows
 from video4d.vae import VAE_CONFIGS, VAEConfig, WanVAE, load_vae
-
-TABLE = Path(__file__).parent / "data" / "reference" / "wan2.1-vae.keys.tsv"
-
-
-def _read_table(path):
-    lines = path.read_text().splitlines()
-    header = json.loads(lines[0][1:])
-    rows = [line.split("\t") for line in lines[1:] if line and not line.startswith("#")]
-    return header, rows
-
 
 @pytest.fixture(scope="module")
 def tiny():
@@ -29,16 +16,15 @@ def tiny():
 
 
 def test_state_dict_matches_official_table():
-    header, rows = _read_table(TABLE)
+    header, rows = read_table("wan2.1-vae")
     with torch.device("meta"):
         vae = WanVAE(VAE_CONFIGS["wan2.1-vae"])
     state = vae.state_dict()
-    ref = {key: tuple(int(s) for s in shape.split(",")) for key, shape, _ in rows}
+    ref = dict(rows)
     assert set(state) == set(ref)
     assert {k: tuple(v.shape) for k, v in state.items()} == ref
-    assert list(state) == [key for key, _, _ in rows]
-    lines = "\n".join(f"{k}\t{','.join(str(s) for s in v.shape)}" for k, v in state.items())
-    assert hashlib.sha256(lines.encode()).hexdigest() == header["key_shape_sha256"]
+    assert list(state) == [key for key, _ in rows]
+    assert key_shape_sha256(state_rows(vae)) == header["key_shape_sha256"]
     assert sum(p.numel() for p in vae.parameters()) == header["total_params"]
     ctor = header["ctor"]
     cfg = VAE_CONFIGS["wan2.1-vae"]

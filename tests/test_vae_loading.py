@@ -1,16 +1,15 @@
 """Wan2.1 VAE weights: official (.pth / safetensors) and diffusers naming through fsspec, strict errors."""
 import io
-from pathlib import Path
 
 import fsspec
 import pytest
 import torch
 
 from fourd.weights import StateDictMismatchError, WeightsNotFoundError, write_safetensors
+from tests.reference_tables import read_table
 from video4d.vae import load_vae
 from video4d.vae.loading import official_to_diffusers_key
 
-TABLE = Path(__file__).parent / "data" / "reference" / "wan2.1-vae.keys.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +57,7 @@ def test_diffusers_names_round_trip(tiny_state):
 
 
 def test_diffusers_names_of_the_released_layout():
-    official = [line.split("\t")[0] for line in TABLE.read_text().splitlines() if not line.startswith("#")]
+    official = [key for key, _ in read_table("wan2.1-vae")[1]]
     mapped = {official_to_diffusers_key(k, num_res_blocks=2): k for k in official}
     assert len(mapped) == len(official)
     # names as in diffusers' AutoencoderKLWan (and its Wan2.1 conversion script)

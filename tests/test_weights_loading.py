@@ -1,7 +1,6 @@
 """DiT state-dict compatibility with the official Wan2.1 checkpoints, key formats and loading."""
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -11,25 +10,11 @@ import torch
 from omegaconf import OmegaConf
 
 from fourd.weights import StateDictMismatchError, WeightsNotFoundError, atomic_write_bytes, write_safetensors
+from tests.reference_tables import key_shape_sha256, read_table, state_rows
 from video4d.model import DiTConfig, from_diffusers, load_dit, load_weights, resolve_config, to_diffusers
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 CTOR_FIELDS = ("dim", "ffn_dim", "num_heads", "num_layers", "in_dim", "out_dim", "text_dim", "text_len", "freq_dim", "eps")
-
-
-def read_table(name: str) -> tuple[dict, list[tuple[str, tuple[int, ...]]]]:
-    lines = (REFERENCE / f"{name}.keys.tsv").read_text().splitlines()
-    header = json.loads(lines[0].lstrip("#").strip())
-    rows = []
-    for line in lines[1:]:
-        key, shape, _ = line.split("\t")
-        rows.append((key, tuple(int(s) for s in shape.split(","))))
-    return header, rows
-
-
-def key_shape_sha256(rows) -> str:
-    text = "\n".join(f"{k}\t{','.join(str(s) for s in shape)}" for k, shape in rows)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def tiny_state(variant: str = "fused", seed: int = 0) -> dict[str, torch.Tensor]:
@@ -51,7 +36,7 @@ def test_meta_model_matches_official_key_table(name):
         assert getattr(cfg, field) == header["ctor"][field], field
     assert list(cfg.patch_size) == header["ctor"]["patch_size"]
     model = load_dit(name, device="meta")
-    ours = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    ours = state_rows(model)
     assert dict(ours) == dict(rows)
     assert key_shape_sha256(ours) == header["key_shape_sha256"]
     assert sum(p.numel() for p in model.parameters()) == header["total_params"]
