@@ -18,7 +18,7 @@ import math
 
 import torch
 
-__all__ = ["attention_with_lse", "attention_backward"]
+__all__ = ["accumulation_dtype", "attention_with_lse", "attention_backward"]
 
 _CHUNK_BYTES = 256 * 2**20
 _ATEN_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -37,7 +37,8 @@ def _chunk(q: torch.Tensor, kv_len: int) -> int:
     return max(1, _CHUNK_BYTES // (G * H * kv_len * 4))
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64 inputs, else float32: the dtype partial sums are kept in."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -47,8 +48,8 @@ def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: 
     with torch.no_grad():
         if _use_aten(q, impl):
             out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
-            return out, lse.to(_acc_dtype(q.dtype))
-        acc = _acc_dtype(q.dtype)
+            return out, lse.to(accumulation_dtype(q.dtype))
+        acc = accumulation_dtype(q.dtype)
         kf, vf = k.to(acc), v.to(acc)
         outs, lses = [], []
         for qc in q.split(_chunk(q, k.shape[2]), dim=2):
@@ -74,9 +75,9 @@ def attention_backward(
     with torch.no_grad():
         if _use_aten(q, impl):
             return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_out, q, k, v, out, lse.to(_acc_dtype(q.dtype)), 0.0, False, scale=scale
+                grad_out, q, k, v, out, lse.to(accumulation_dtype(q.dtype)), 0.0, False, scale=scale
             )
-        acc = _acc_dtype(q.dtype)
+        acc = accumulation_dtype(q.dtype)
         kf, vf = k.to(acc), v.to(acc)
         dk, dv = torch.zeros_like(kf), torch.zeros_like(vf)
         dqs = []

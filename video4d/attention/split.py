@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from video4d.attention.dense import full_attention
-from video4d.attention.kernels import attention_backward, attention_with_lse
+from video4d.attention.kernels import accumulation_dtype, attention_backward, attention_with_lse
 from video4d.attention.masks import check_pattern
 from video4d.grid import GridShape
 
@@ -66,17 +66,13 @@ def _ungrouped(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     return y.transpose(1, 2).reshape(slot.shape)
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 class _ViewOrTime(torch.autograd.Function):
     """Fused view-or-time attention on ``[B, N, H, D]`` (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, q, k, v, grid: GridShape, impl: str):
         qkv = [_grid_view(x, grid) for x in (q, k, v)]
-        acc = torch.empty(qkv[0].shape, dtype=_acc_dtype(q.dtype), device=q.device)
+        acc = torch.empty(qkv[0].shape, dtype=accumulation_dtype(q.dtype), device=q.device)
         top = torch.empty(acc.shape[:-1], dtype=acc.dtype, device=q.device)
         denom = torch.ones_like(top)
         for by, sign in (("view", 1.0), ("time", 1.0), ("frame", -1.0)):
@@ -108,7 +104,7 @@ class _ViewOrTime(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         grid = ctx.grid
         tensors = [_grid_view(x, grid) for x in (grad_out, q, k, v, out)]
-        grads = [torch.zeros(tensors[1].shape, dtype=_acc_dtype(q.dtype), device=q.device) for _ in range(3)]
+        grads = [torch.zeros(tensors[1].shape, dtype=accumulation_dtype(q.dtype), device=q.device) for _ in range(3)]
         for by, sign in (("view", 1.0), ("time", 1.0), ("frame", -1.0)):
             for groups in _chunks(_num_groups(grid, by)):
                 inputs = [_grouped(x, by, groups, 2) for x in tensors] + [_grouped(lse, by, groups, 1)]
