@@ -10,12 +10,14 @@ float64) and only enforce the table length.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from video4d.grid import GridShape, collapsed_time_positions
 from video4d.model.config import ROPE_TABLE_LEN
 
-__all__ = ["axis_channels", "rope_angles", "apply_rope", "RopeCache"]
+__all__ = ["axis_channels", "rope_angles", "apply_rope", "RopeCache", "rope_tables"]
 
 ROPE_THETA = 10000.0
 
@@ -54,7 +56,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class RopeCache:
-    """Angles for one token grid, computed once per forward pass and shared by all blocks.
+    """Angles for one token grid, shared by all blocks (built once per grid by :func:`rope_tables`).
 
     ``cos``/``sin``: float32 ``[N, head_dim / 2]`` for the view-major tokens of ``grid``; the frame
     position of cell (v, t) comes from :func:`video4d.grid.collapsed_time_positions`
@@ -70,3 +72,14 @@ class RopeCache:
         angles = rope_angles(head_dim, frame, y, x)
         self.cos = angles.cos().float()
         self.sin = angles.sin().float()
+
+
+@functools.lru_cache(maxsize=16)
+def rope_tables(head_dim: int, grid: GridShape, t_max: int, mode: str, device: torch.device) -> RopeCache:
+    """The :class:`RopeCache` of a grid, built once per (head_dim, grid, t_max, mode, device): a
+    sampler or training loop calls the DiT on the same grid every step (no recomputation, no host
+    syncs for the table-length checks). Built outside inference mode so the tables can be reused
+    by training after sampling under ``torch.inference_mode``."""
+    with torch.inference_mode(False):
+        return RopeCache(head_dim, grid, t_max, mode, device)
+

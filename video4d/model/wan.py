@@ -16,7 +16,7 @@ from video4d.grid import GridShape, ReferenceLatents
 from video4d.model.blocks import DiTBlock, Head
 from video4d.model.config import INITS, DiTConfig
 from video4d.model.layers import FP32LayerNorm, RMSNorm, linear_fp32
-from video4d.model.rope import RopeCache
+from video4d.model.rope import rope_tables
 
 __all__ = ["WanDiT4D", "timestep_features"]
 
@@ -199,7 +199,7 @@ class WanDiT4D(nn.Module):
         x = x.float()
         e, e0 = self.embed_time(timestep)
         text = self.embed_text(context)
-        rope = RopeCache(self.config.head_dim, grid, self.config.rope_t_max, self.config.rope_position_mode, x.device)
+        rope = rope_tables(self.config.head_dim, grid, self.config.rope_t_max, self.config.rope_position_mode, x.device)
         for block in self.blocks:
             if self.config.gradient_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, e0, text, grid, rope, use_reentrant=False)
