@@ -1,79 +1,21 @@
 """Reconstruction loss of the Gaussian reconstructor: ``MSE + λ LPIPS`` (as Splatt3r; λ = 0.25 there).
 
-LPIPS comes from the ``lpips`` package, built so that nothing is downloaded: its linear layers ship
-with the package and are loaded here (``weights_only``); the ImageNet backbone (torchvision VGG16 or
-AlexNet) is read from a file the user provides (``lpips_weights``, any fsspec URL) or, failing that,
-from the torch hub cache (``$TORCH_HOME/hub/checkpoints/<torchvision file name>``) if it is already
-there. Otherwise :class:`fourd.weights.WeightsNotFoundError` names the file to provide.
-``random_backbone=True`` keeps a randomly initialised backbone (tests only: the values are then
-not LPIPS).
+LPIPS is :func:`fourd.metrics.build_lpips` (nothing downloaded: the ``lpips`` package's linear layers
+plus a torchvision backbone file, ``lpips_weights``, or the torch hub cache; a missing file is a
+:class:`fourd.weights.WeightsNotFoundError` naming it). ``random_backbone=True`` keeps a randomly
+initialised backbone (tests and demos only: the values are then not LPIPS).
 """
 from __future__ import annotations
 
-import os
-import warnings
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fourd.weights import WeightsNotFoundError, read_state_dict
+from fourd.metrics import build_lpips
 
-__all__ = ["BACKBONE_FILES", "backbone_cache_path", "build_lpips", "ReconstructionLoss"]
-
-BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
-
-
-def backbone_cache_path(net: str) -> str:
-    """Where torchvision would cache the ImageNet backbone of LPIPS ``net`` ("vgg" | "alex")."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", BACKBONE_FILES[net])
-
-
-def _backbone_state(net: str, weights: Optional[str]) -> dict[str, torch.Tensor]:
-    if weights is None:
-        weights = backbone_cache_path(net)
-        if not os.path.exists(weights):
-            raise WeightsNotFoundError(
-                f"LPIPS {net} backbone weights not found: pass lpips_weights=<path to {BACKBONE_FILES[net]}> "
-                f"(torchvision ImageNet state dict; in the training configs: loss.lpips_weights=...), set the LPIPS "
-                f"weight to 0 (loss.lpips_weight=0, MSE only) or place the file at {weights}; nothing is downloaded at run time"
-            )
-    return read_state_dict(weights, what=f"LPIPS {net} backbone weights ({BACKBONE_FILES[net]})")
-
-
-def build_lpips(net: str = "vgg", backbone_weights: Optional[str] = None, random_backbone: bool = False) -> nn.Module:
-    """An ``lpips.LPIPS`` module (eval mode, frozen) for images in [-1, 1] ``[B, 3, H, W]``.
-
-    ``backbone_weights``: URL of the torchvision ImageNet state dict of the backbone
-    (``features.*`` keys); None looks in the torch hub cache. ``random_backbone`` skips it.
-    """
-    import lpips
-
-    if net not in BACKBONE_FILES:
-        raise ValueError(f"lpips_net must be one of {sorted(BACKBONE_FILES)}, got {net!r}")
-    source = None if random_backbone else _backbone_state(net, backbone_weights)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
-    linear_file = os.path.join(os.path.dirname(lpips.__file__), "weights", "v0.1", f"{net}.pth")
-    linear = read_state_dict(linear_file, what="LPIPS linear layers shipped with the lpips package")
-    missing, unexpected = model.load_state_dict(linear, strict=False)
-    missing_linear = [k for k in missing if k.startswith("lin") and not k.startswith("lins.")]
-    if unexpected or missing_linear:
-        raise RuntimeError(f"{linear_file} does not match lpips.LPIPS({net!r}): missing {missing_linear}, unexpected {unexpected}")
-    if source is not None:
-        state = {}
-        for key in model.net.state_dict():
-            index_and_param = key.split(".", 1)[1]
-            tv_key = f"features.{index_and_param}"
-            if tv_key not in source:
-                raise RuntimeError(f"LPIPS {net} backbone file lacks {tv_key}: is it the torchvision {BACKBONE_FILES[net]}?")
-            state[key] = source[tv_key]
-        model.net.load_state_dict(state)
-    model.eval()
-    model.requires_grad_(False)
-    return model
+__all__ = ["ReconstructionLoss"]
 
 
 class ReconstructionLoss(nn.Module):

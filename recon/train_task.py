@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.utils import make_grid
 
-from eval.metrics import psnr, ssim
+from fourd.metrics import psnr, ssim
 from fourd.train.distributed import DistEnv
 from recon.geometry import cameras_to_pose_encoding, matrix_to_quat_wxyz, quat_multiply_wxyz, unproject_depth
 from recon.model import Gaussians

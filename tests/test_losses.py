@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from fourd.weights import WeightsNotFoundError
-from recon.losses import BACKBONE_FILES, ReconstructionLoss, build_lpips
+from fourd.metrics import BACKBONE_FILES, build_lpips
+from recon.losses import ReconstructionLoss
 
 
 def _images(seed=0, size=32):

@@ -1,12 +1,13 @@
-"""PSNR / SSIM / LPIPS image metrics."""
+"""PSNR / SSIM / LPIPS image metrics (fourd.metrics); random-backbone LPIPS is refused as a number."""
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from eval.metrics import lpips, psnr, ssim
+from fourd.metrics import UnreportableMetricError, is_reportable, lpips, psnr, ssim
 
 
 def _pair(seed=0, size=24, noise=0.1):
@@ -58,8 +59,41 @@ def test_ssim_is_one_for_identical_images_and_drops_with_noise():
 def test_lpips_metric_per_image():
     torch.manual_seed(0)
     pred, target = _pair(size=32)
-    same = lpips(target, target, net="alex", random_backbone=True)
+    same = lpips(target, target, net="alex", random_backbone=True).as_subclass(torch.Tensor)
     assert same.shape == (2,) and torch.all(same == 0)
-    different = lpips(pred, target, net="alex", random_backbone=True)
+    different = lpips(pred, target, net="alex", random_backbone=True).as_subclass(torch.Tensor)
     assert torch.all(different > 0)
-    torch.testing.assert_close(lpips(pred[:1], target[:1], net="alex", random_backbone=True), different[:1])
+    single = lpips(pred[:1], target[:1], net="alex", random_backbone=True).as_subclass(torch.Tensor)
+    torch.testing.assert_close(single, different[:1])
+
+
+def test_random_backbone_lpips_cannot_become_a_reported_number():
+    pred, target = _pair(size=32)
+    values = lpips(pred, target, net="alex", random_backbone=True)
+    assert not is_reportable(values)
+    dataset_mean = torch.stack([values, values]).mean()  # the flag survives aggregation
+    assert not is_reportable(dataset_mean)
+    for to_number in (float, lambda v: v.item(), lambda v: v.tolist(), lambda v: v.numpy()):
+        with pytest.raises(UnreportableMetricError, match="RANDOM backbone"):
+            to_number(dataset_mean)
+
+
+def test_lpips_with_a_backbone_file_is_reportable(tmp_path):
+    """A backbone read from a file (here random numbers in the torchvision layout) gives plain values
+    equal to the lpips package's own forward with the same backbone."""
+    import lpips as lpips_package
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated"
+        reference = lpips_package.LPIPS(pretrained=True, net="alex", pnet_rand=True, verbose=False).eval()
+    g = torch.Generator().manual_seed(5)
+    features = {f"features.{k.split('.', 1)[1]}": torch.randn(v.shape, generator=g) * 0.1 for k, v in reference.net.state_dict().items()}
+    reference.net.load_state_dict({k: features[f"features.{k.split('.', 1)[1]}"] for k in reference.net.state_dict()})
+    path = tmp_path / "alexnet_features.pth"
+    torch.save(features, path)
+    pred, target = _pair(size=32)
+    values = lpips(pred, target, net="alex", weights=str(path))
+    assert is_reportable(values) and type(values) is torch.Tensor
+    with torch.no_grad():
+        expected = reference(pred, target, normalize=True).flatten()
+    torch.testing.assert_close(values, expected)
