@@ -1,7 +1,8 @@
 """Multi-view video data: the on-disk scene format, synthetic 4D scenes, datasets and the mixture.
 
 See ``docs/data_format.md`` for the format. Main entry points: :func:`open_scene`,
-:func:`read_scene`, :func:`write_scene`, :func:`generate_scene`, the sources
+:func:`read_scene`, :func:`write_scene`, :func:`generate_scene`, the captioned procedural
+scenes :class:`ProceduralSource` / :func:`procedural_scene` (unbounded seeds, held-out rule), the sources
 :class:`MultiViewSource`, :class:`HomographyVideoSource`, :class:`StaticSceneSource` and the
 :class:`MixtureDataset` with its :class:`MixtureSampler`.
 """
@@ -17,6 +18,7 @@ __all__ = [
     "MixtureDataset",
     "MixtureSampler",
     "MultiViewSource",
+    "ProceduralSource",
     "SceneSource",
     "StaticSceneSource",
     "Scene",
@@ -25,6 +27,7 @@ __all__ = [
     "generate_scene",
     "list_scenes",
     "open_scene",
+    "procedural_scene",
     "read_scene",
     "write_scene",
     "write_synthetic_dataset",
@@ -37,4 +40,8 @@ def __getattr__(name: str):
         from fourd.data import synthetic
 
         return getattr(synthetic, name)
+    if name in ("ProceduralSource", "procedural_scene"):
+        from fourd.data import procedural
+
+        return getattr(procedural, name)
     raise AttributeError(f"module 'fourd.data' has no attribute {name!r}")

@@ -106,6 +106,7 @@ class SceneMeta:
     has_masks: bool = False
     extrinsics: Optional[torch.Tensor] = None
     intrinsics: Optional[torch.Tensor] = None
+    caption: Optional[str] = None
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -121,6 +122,8 @@ class SceneMeta:
                 raise SceneFormatError(f"scene {self.name}: {key} must be a positive int, got {value!r}")
         if (self.extrinsics is None) != (self.intrinsics is None):
             raise SceneFormatError(f"scene {self.name}: cameras need both extrinsics and intrinsics")
+        if self.caption is not None and not isinstance(self.caption, str):
+            raise SceneFormatError(f"scene {self.name}: caption must be a string, got {type(self.caption).__name__}")
 
     @property
     def has_cameras(self) -> bool:
@@ -142,6 +145,8 @@ class SceneMeta:
             "depth": self.has_depth,
             "masks": self.has_masks,
         }
+        if self.caption is not None:
+            doc["caption"] = self.caption
         if self.has_cameras:
             doc["cameras"] = {"extrinsics": self.extrinsics.tolist(), "intrinsics": self.intrinsics.tolist()}
         return json.dumps(doc)
@@ -171,6 +176,7 @@ class SceneMeta:
             rgb_format=doc.get("rgb_format", "png"),
             has_depth=bool(doc.get("depth", False)),
             has_masks=bool(doc.get("masks", False)),
+            caption=doc.get("caption"),
             version=doc["version"],
         )
         cams = doc.get("cameras")
@@ -195,6 +201,7 @@ class Scene:
     - ``object_centers`` [K, T, 3] world positions and ``object_radii`` [K] bounding radii (metres)
       of the objects whose ids are ``1..K`` in ``masks``: set by the synthetic generator, not stored
       on disk.
+    - ``caption``: text describing the scene (stored in ``scene.json``), or ``None``.
     """
 
     name: str
@@ -207,6 +214,7 @@ class Scene:
     intrinsics: Optional[torch.Tensor] = None
     object_centers: Optional[torch.Tensor] = None
     object_radii: Optional[torch.Tensor] = None
+    caption: Optional[str] = None
 
     def meta(self, rgb_format: str = "png") -> SceneMeta:
         """The :class:`SceneMeta` describing this scene when written with ``rgb_format``."""
@@ -224,4 +232,5 @@ class Scene:
             has_masks=self.masks is not None,
             extrinsics=self.extrinsics,
             intrinsics=self.intrinsics,
+            caption=self.caption,
         )

@@ -230,7 +230,7 @@ def read_scene(url: str, with_depth: bool = True, with_masks: bool = True) -> Sc
     masks = torch.stack([reader.read_masks(v, frames_idx) for v in views]) if with_masks and meta.has_masks else None
     return Scene(
         name=meta.name, kind=meta.kind, frames=frames, fps=meta.fps, depth=depth, masks=masks,
-        extrinsics=meta.extrinsics, intrinsics=meta.intrinsics,
+        extrinsics=meta.extrinsics, intrinsics=meta.intrinsics, caption=meta.caption,
     )
 
 

@@ -25,7 +25,7 @@ import torch
 from fourd.data.format import Scene
 from fourd.data.scene_io import write_scene
 
-__all__ = ["generate_scene", "write_scene", "write_synthetic_dataset", "look_at", "benchmark", "main"]
+__all__ = ["generate_scene", "render_frames", "write_scene", "write_synthetic_dataset", "look_at", "benchmark", "main"]
 
 _SKY_RADIUS = 40.0
 _LIGHT = torch.tensor([0.4, -0.3, 0.87])
@@ -250,6 +250,26 @@ def _render(objects: _Objects, backdrop: _Backdrop, centers, rotations, extrinsi
     return rgb.clamp(0, 1), depth, which
 
 
+def render_frames(objects: _Objects, backdrop: _Backdrop, centers: torch.Tensor, rotations: torch.Tensor,
+                  extrinsics: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int, max_rays: int = 2**20):
+    """Ray-cast N images in chunks of about ``max_rays`` rays (bounds memory).
+
+    ``centers`` [K, N, 3] and ``rotations`` [K, N, 3, 3]: object poses of each image; ``extrinsics``
+    [N, 3, 4] (camera-from-world), ``intrinsics`` [N, 3, 3] (pixels). Returns RGB [N, P, 3] in
+    [0, 1], camera z-depth [N, P] (metres) and the surface id [N, P] (0 sky, 1 ground, k + 2 object
+    k), P = height * width.
+    """
+    N = extrinsics.shape[0]
+    chunk = max(1, max_rays // (height * width))
+    parts = [
+        _render(objects, backdrop, centers[:, i : i + chunk], rotations[:, i : i + chunk],
+                extrinsics[i : i + chunk], intrinsics[i : i + chunk], height, width)
+        for i in range(0, N, chunk)
+    ]
+    rgb, depth, which = (torch.cat(p) for p in zip(*parts))
+    return rgb, depth, which
+
+
 def generate_scene(
     seed: int,
     num_views: int = 4,
@@ -291,14 +311,8 @@ def generate_scene(
     centers, rotations = objects.pose(seconds)  # [K, T, 3], [K, T, 3, 3]
 
     frame_time = torch.arange(V * T) % T
-    E, K = extrinsics.reshape(V * T, 3, 4), intrinsics.reshape(V * T, 3, 3)
-    chunk = max(1, max_rays // (H * W))
-    parts = [
-        _render(objects, backdrop, centers[:, frame_time[i : i + chunk]], rotations[:, frame_time[i : i + chunk]],
-                E[i : i + chunk], K[i : i + chunk], H, W)
-        for i in range(0, V * T, chunk)
-    ]
-    rgb, depth, which = (torch.cat(p) for p in zip(*parts))
+    rgb, depth, which = render_frames(objects, backdrop, centers[:, frame_time], rotations[:, frame_time],
+                                      extrinsics.reshape(V * T, 3, 4), intrinsics.reshape(V * T, 3, 3), H, W, max_rays)
     return Scene(
         name=f"synthetic_{kind}_{seed:06d}",
         kind=kind,
