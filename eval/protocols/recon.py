@@ -1,0 +1,77 @@
+"""Novel-view synthesis with the feedforward reconstructor: the paper's test-time procedure and an
+"oracle cameras" variant.
+
+**Test-time cameras (default, paper §4.2; uses no ground truth).** Pass 1 reconstructs the input
+views ``[B, V_in, T]``; its Gaussians are mapped into the predicted camera of input view 0 (at each
+timestep). Pass 2 runs the same model on the first input view plus the target frames ``[B, 1 +
+V_tgt, T]`` and predicts their cameras; pass 2's first camera is input view 0, so its target
+cameras re-expressed relative to it are in the Gaussians' frame. The two passes fix their scale
+independently (VGGT normalises by its own point cloud), so pass 2's translations are multiplied by
+``s = median(depth_1 / depth_2)`` over the pixels of input view 0, which both passes see (a
+per-sample scalar from predictions only). Target intrinsics come from pass 2 (VGGT's integer-pixel
+principal point shifted by +0.5 to the renderer's convention).
+
+**Oracle cameras (reported separately).** The training-time evaluation of
+:mod:`recon.train_task`: ground-truth target cameras (re-expressed in input view 0 and
+scale-normalised) and the prediction scaled to the ground truth by the median depth ratio of the
+input views. Needs ground-truth cameras and depth; it measures the Gaussians alone, not the
+camera prediction.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+
+from recon.inference import gaussians_in_reference_frame, relative_extrinsics, render_views
+from recon.train_task import normalize_ground_truth, scale_alignment
+
+__all__ = ["test_time_render", "oracle_render", "pass_scale"]
+
+
+def pass_scale(depth_1: torch.Tensor, depth_2: torch.Tensor) -> torch.Tensor:
+    """Per-sample scale ``[B]`` taking pass 2's units to pass 1's: median of ``depth_1 / depth_2`` over
+    the pixels ``[B, ..., H, W]`` of the frames both passes saw."""
+    ratio = depth_1 / depth_2.clamp(min=1e-6)
+    return ratio.flatten(1).median(dim=1).values
+
+
+@torch.no_grad()
+def test_time_render(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                     background: Optional[Sequence[float]] = None, backend: str = "auto") -> dict[str, torch.Tensor]:
+    """Render the targets' viewpoints from the inputs with cameras predicted at test time.
+
+    ``inputs [B, V_in, T, 3, H, W]`` and ``targets [B, V_tgt, T, 3, H, W]`` in [0, 1]. Returns
+    ``renders [B, V_tgt, T, 3, H, W]`` (not clamped), ``extrinsics [B, V_tgt, T, 3, 4]`` and
+    ``intrinsics [B, V_tgt, T, 3, 3]`` of the targets in the Gaussians' frame, ``scale [B]`` (pass 2
+    -> pass 1 units).
+    """
+    out = model(inputs)
+    B = inputs.shape[0]
+    g = gaussians_in_reference_frame(out.gaussians, out.extrinsics[:, 0], torch.ones(B, device=inputs.device))
+    probe = model(torch.cat([inputs[:, :1], targets], dim=1))
+    ext = relative_extrinsics(probe.extrinsics[:, 1:], probe.extrinsics[:, :1])
+    scale = pass_scale(out.depth[:, 0], probe.depth[:, 0])
+    ext = torch.cat([ext[..., :3], ext[..., 3:] * scale[:, None, None, None, None]], dim=-1)
+    K = probe.intrinsics[:, 1:].clone()
+    K[..., :2, 2] += 0.5
+    H, W = targets.shape[-2:]
+    renders = render_views(g, ext, K, H, W, background, backend)
+    return {"renders": renders, "extrinsics": ext, "intrinsics": K, "scale": scale}
+
+
+@torch.no_grad()
+def oracle_render(model: torch.nn.Module, batch: Mapping[str, Any],
+                  background: Optional[Sequence[float]] = None, backend: str = "auto") -> torch.Tensor:
+    """Render the targets with ground-truth cameras (see the module docstring).
+
+    ``batch``: ``inputs``/``targets`` ``[B, V, T, 3, H, W]``, ``in_depth [B, V_in, T, H, W]`` (0 =
+    invalid), ``in_ext``/``tgt_ext`` ``[B, V, T, 3, 4]``, ``in_K``/``tgt_K`` ``[B, V, T, 3, 3]``
+    (pixel centres at +0.5). Returns renders ``[B, V_tgt, T, 3, H, W]`` (not clamped).
+    """
+    out = model(batch["inputs"])
+    gt = normalize_ground_truth(batch)
+    align = scale_alignment(out.depth, gt["depth"])
+    g = gaussians_in_reference_frame(out.gaussians, out.extrinsics[:, 0], align)
+    H, W = batch["targets"].shape[-2:]
+    return render_views(g, gt["tgt_ext"], batch["tgt_K"], H, W, background, backend)

@@ -1,0 +1,250 @@
+"""The benchmarks: which scenes, which protocol, which tables (one :class:`Scoreboard` per table).
+
+Each benchmark function takes the composed eval config (``cfg``; its ``benchmark`` node is one file
+of ``configs/benchmark/``), a :class:`Models` and the run's output dir (unused by most) and returns
+``{table name: Scoreboard}``:
+
+- ``synthetic``: procedural 4D scenes of held-out seeds (no download): generation on held-out cells,
+  and dynamic NVS (test-time cameras; oracle cameras in a separate table).
+- ``objaverse`` / ``nvidia_dynamic``: generation on held-out cells (Objaverse-style renders in the
+  scene format; NVIDIA Dynamic Scenes' 12 cameras).
+- ``llff`` / ``tanks_temples``: static NVS with each of ``benchmark.input_counts`` input views.
+- ``neural3d``: dynamic NVS with ``benchmark.input_views`` input views, the other cameras as targets.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterable, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from eval.protocols import datasets
+from eval.protocols.baselines import generation_baselines, nvs_baselines
+from eval.protocols.generation import generate_grid, scored_cells, vae_round_trip
+from eval.protocols.recon import oracle_render, test_time_render
+from eval.protocols.scoring import MetricSpec, Scoreboard
+
+__all__ = ["Models", "BENCHMARKS", "generation_table", "nvs_tables", "select_views"]
+
+OURS_GEN = "ours (4D DiT)"
+OURS_NVS = "ours (test-time cameras)"
+OURS_ORACLE = "ours (oracle GT cameras + GT depth scale)"
+
+
+class Models:
+    """The models named by ``cfg.dit``, ``cfg.vae`` and ``cfg.recon``, built on first use on ``cfg.device``
+    (seeded random init when no weights are given: an *untrained* model, for smoke runs)."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+
+    @functools.cached_property
+    def vae(self) -> torch.nn.Module:
+        from video4d import load_vae
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.vae.init_seed)
+            return load_vae(self.cfg.vae.config, weights=self.cfg.vae.weights, device=self.device).eval()
+
+    @functools.cached_property
+    def dit(self) -> torch.nn.Module:
+        from video4d import load_dit
+
+        config = {"preset": self.cfg.dit.preset, **OmegaConf.to_container(self.cfg.dit.overrides, resolve=True)}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.dit.init_seed)
+            return load_dit(config, weights=self.cfg.dit.weights, init="random", device=self.device).eval()
+
+    @functools.cached_property
+    def context(self) -> torch.Tensor:
+        from video4d.text_context import empty_context, load_context
+
+        c = self.dit.config
+        if self.cfg.dit.context_file is None:
+            return empty_context(1, c.text_len, c.text_dim, device=self.device)
+        return load_context(self.cfg.dit.context_file, text_dim=c.text_dim).float()[None].to(self.device)
+
+    @functools.cached_property
+    def recon(self) -> torch.nn.Module:
+        from recon.model import load_reconstructor
+
+        config = {"preset": self.cfg.recon.preset, **OmegaConf.to_container(self.cfg.recon.overrides, resolve=True)}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.recon.init_seed)
+            return load_reconstructor(config, weights=self.cfg.recon.weights).to(self.device).eval()
+
+
+def _spec(cfg: DictConfig) -> MetricSpec:
+    return MetricSpec(lpips_weights=cfg.metrics.lpips_weights, lpips_net=cfg.metrics.lpips_net)
+
+
+def _progress(items: Iterable, cfg: DictConfig, desc: str) -> Iterable:
+    items = list(items)
+    return tqdm(items, desc=desc, disable=not cfg.progress, total=len(items))
+
+
+def select_views(num_views: int, count: Optional[int]) -> list[int]:
+    """``count`` view indices spread evenly over ``num_views`` (both ends included; all when None)."""
+    if count is None or count >= num_views:
+        return list(range(num_views))
+    return sorted({round(i * (num_views - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+# ------------------------------------------------------------------------------ protocols
+def generation_table(cfg: DictConfig, models: Models, clips: Iterable[datasets.Clip], board: Optional[Scoreboard] = None,
+                     method: str = OURS_GEN, baselines: bool = True) -> Scoreboard:
+    """Generation on held-out cells of each clip's ``[V, F]`` grid (:mod:`eval.protocols.generation`);
+    the model's row is named ``method``; ``baselines`` adds the VAE round trip and copy rows."""
+    board = board or Scoreboard(_spec(cfg))
+    s = cfg.sampler
+    for i, clip in enumerate(clips):
+        gt = clip.frames
+        mask = scored_cells(gt.shape[0], gt.shape[1], cfg.reference.view, cfg.reference.time)
+        pred = generate_grid(models.dit, models.vae, gt, models.context, s.steps, s.shift, s.seed + i, cfg.reference.view, cfg.reference.time)
+        board.add_grid(method, pred, gt, mask)
+        if not baselines:
+            continue
+        board.add_grid("VAE round trip (upper bound)", vae_round_trip(models.vae, gt), gt, mask)
+        for name, baseline in generation_baselines(gt, cfg.reference.view or 0, cfg.reference.time or 0).items():
+            board.add_grid(name, baseline, gt, mask)
+    return board
+
+
+def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.Clip, list[int], list[int], Optional[torch.Tensor]]],
+               boards: Optional[dict[str, Scoreboard]] = None, suffix: str = "", method: str = OURS_NVS,
+               baselines: bool = True) -> dict[str, Scoreboard]:
+    """Novel-view synthesis on ``(clip, input views, target views, depth [V, T, H, W] or None)``: the
+    test-time table (the model's row named ``method``, plus the baselines when ``baselines``), and an
+    oracle-cameras table when depth is given."""
+    boards = boards if boards is not None else {}
+    main = boards.setdefault(f"nvs{suffix}", Scoreboard(_spec(cfg)))
+    bg, backend = list(cfg.render.background), cfg.render.backend
+    for clip, inputs, targets, depth in clips:
+        x_in = clip.frames[inputs][None].to(models.device)
+        x_tgt = clip.frames[targets][None].to(models.device)
+        gt = clip.frames[targets]
+        main.add_grid(method, test_time_render(models.recon, x_in, x_tgt, bg, backend)["renders"][0].cpu(), gt)
+        for name, pred in nvs_baselines(clip.frames[inputs], inputs, targets).items() if baselines else ():
+            main.add_grid(name, pred, gt)
+        if depth is not None:
+            batch = {"inputs": x_in, "targets": x_tgt, "in_depth": depth[inputs][None].to(models.device), "scenes": [clip.name]}
+            for key, views in (("in", inputs), ("tgt", targets)):
+                batch[f"{key}_ext"] = clip.extrinsics[views][None].to(models.device)
+                batch[f"{key}_K"] = clip.intrinsics[views][None].to(models.device)
+            oracle = boards.setdefault(f"nvs{suffix} (oracle cameras)", Scoreboard(_spec(cfg)))
+            oracle.add_grid(method.replace(OURS_NVS, OURS_ORACLE), oracle_render(models.recon, batch, bg, backend)[0].cpu(), gt)
+    return boards
+
+
+# ----------------------------------------------------------------------------- benchmarks
+def synthetic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
+    """Held-out procedural scenes (seeds ``benchmark.seed_start + i``): generation + dynamic NVS."""
+    from fourd.data import generate_scene
+
+    b = cfg.benchmark
+    seeds = [b.seed_start + i for i in range(b.num_scenes)]
+    gen_clips = (datasets.Clip(s.name, s.frames) for s in (
+        generate_scene(seed, b.generation.views, b.generation.frames, b.generation.height, b.generation.width, "dynamic",
+                       arc_degrees=b.arc_degrees) for seed in _progress(seeds, cfg, "synthetic: generation")))
+    boards = {"generation": generation_table(cfg, models, gen_clips)}
+    n = b.nvs
+    inputs, targets = _split(n.input_views + n.target_views, n.input_views)
+
+    def nvs_clips():
+        for seed in _progress(seeds, cfg, "synthetic: nvs"):
+            s = generate_scene(seed, n.input_views + n.target_views, n.frames, n.height, n.width, "dynamic", arc_degrees=b.arc_degrees)
+            yield datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics), inputs, targets, s.depth
+
+    return nvs_tables(cfg, models, nvs_clips(), boards)
+
+
+def _split(num_views: int, num_inputs: int) -> tuple[list[int], list[int]]:
+    from recon.train_task import split_views
+
+    return split_views(num_views, num_inputs)
+
+
+def _gen_size(b: DictConfig) -> tuple[int, int]:
+    return (b.height, b.width)
+
+
+def objaverse(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
+    """Objaverse-style renders (scene format under ``benchmark.root``): generation on held-out cells."""
+    b = cfg.benchmark
+    scenes = datasets.list_scene_dirs(b.root, "scene.json")[: b.max_scenes]
+    clips = (datasets.read_scene_format(u, _gen_size(b), b.frames, b.views) for u in _progress(scenes, cfg, "objaverse"))
+    return {"generation": generation_table(cfg, models, clips)}
+
+
+def nvidia_dynamic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
+    """NVIDIA Dynamic Scenes: generation on held-out cells of ``benchmark.views`` of the 12 cameras."""
+    b = cfg.benchmark
+    scenes = datasets.list_scene_dirs(b.root, "dense")[: b.max_scenes]
+
+    def clips():
+        for u in _progress(scenes, cfg, "nvidia_dynamic"):
+            clip = datasets.read_nvidia_dynamic(u, _gen_size(b), b.frames)
+            clip.frames = clip.frames[select_views(clip.frames.shape[0], b.views)]
+            yield clip
+
+    return {"generation": generation_table(cfg, models, clips())}
+
+
+def _static_nvs(cfg: DictConfig, models: Models, scenes: list[str], read: Callable[[str], datasets.Clip],
+                split: Callable[[datasets.Clip], tuple[list[int], list[int]]]) -> dict[str, Scoreboard]:
+    """Static NVS with each input count of ``benchmark.input_counts``: targets from ``split``, inputs
+    spread evenly over the candidate views."""
+    boards: dict[str, Scoreboard] = {}
+    for url in _progress(scenes, cfg, cfg.benchmark.name):
+        clip = read(url)
+        candidates, targets = split(clip)
+        for count in cfg.benchmark.input_counts:
+            inputs = [candidates[i] for i in select_views(len(candidates), count)]
+            nvs_tables(cfg, models, [(clip, inputs, targets, None)], boards, suffix=f" ({count} inputs)")
+    return boards
+
+
+def llff(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
+    """LLFF: targets every ``benchmark.hold``-th image (LLFF's standard hold-out), inputs among the others."""
+    b = cfg.benchmark
+    scenes = datasets.list_scene_dirs(b.root, "poses_bounds.npy")[: b.max_scenes]
+
+    def split(clip):
+        views = list(range(clip.frames.shape[0]))
+        return [v for v in views if v % b.hold], [v for v in views if v % b.hold == 0]
+
+    return _static_nvs(cfg, models, scenes, lambda u: datasets.read_llff(u, (b.height, b.width), b.image_dir), split)
+
+
+def tanks_temples(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
+    """Tanks and Temples (NeRF++ layout): targets = the test split, inputs among the train split."""
+    b = cfg.benchmark
+    scenes = datasets.list_scene_dirs(b.root, "test")[: b.max_scenes]
+
+    def split(clip):
+        return ([v for v, s in enumerate(clip.splits) if s == "train"], [v for v, s in enumerate(clip.splits) if s == "test"])
+
+    return _static_nvs(cfg, models, scenes, lambda u: datasets.read_tanks_temples(u, (b.height, b.width)), split)
+
+
+def neural3d(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
+    """Neural 3D Video: ``benchmark.input_views`` cameras spread over the rig as inputs, the rest targets."""
+    b = cfg.benchmark
+    scenes = datasets.list_scene_dirs(b.root, "poses_bounds.npy")[: b.max_scenes]
+
+    def clips():
+        for u in _progress(scenes, cfg, "neural3d"):
+            clip = datasets.read_neural3d(u, (b.height, b.width), b.frames, b.frame_stride, b.start_frame)
+            inputs, targets = _split(clip.frames.shape[0], b.input_views)
+            yield clip, inputs, targets, None
+
+    return nvs_tables(cfg, models, clips())
+
+
+BENCHMARKS: dict[str, Callable[[DictConfig, Models, str], dict[str, Scoreboard]]] = {
+    "synthetic": synthetic, "objaverse": objaverse, "nvidia_dynamic": nvidia_dynamic,
+    "llff": llff, "tanks_temples": tanks_temples, "neural3d": neural3d,
+}

@@ -1,0 +1,88 @@
+"""Run one benchmark and write its results: ``results.json``, ``results.md`` and ``plots/*.png``.
+
+:func:`run` is what ``launch/eval.py`` calls. In a Hydra ``-m`` sweep every job also rewrites
+``<sweep dir>/combined.md`` + ``combined.json`` from all ``results.json`` of the sweep so far, so
+after the last job it is the table of all runs (rows labelled by their overrides).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from eval.plots import write_plots
+from eval.tables import combined_markdown, results_markdown
+from fourd.weights import atomic_write_bytes
+
+__all__ = ["run", "write_combined", "benchmark_names"]
+
+log = logging.getLogger(__name__)
+
+
+def _benchmarks() -> dict:
+    from eval.ablations import ABLATIONS
+    from eval.protocols.suites import BENCHMARKS
+
+    return {**BENCHMARKS, **ABLATIONS}
+
+
+def benchmark_names() -> list[str]:
+    """Names accepted as ``benchmark.name``."""
+    return sorted(_benchmarks())
+
+
+def _settings_line(cfg: DictConfig) -> str:
+    def model(node: DictConfig, key: str) -> str:
+        return f"{node[key]} ({'weights ' + os.path.basename(str(node.weights)) if node.weights else 'untrained: random init'})"
+
+    return (f"DiT {model(cfg.dit, 'preset')}, VAE {model(cfg.vae, 'config')}, reconstructor {model(cfg.recon, 'preset')}; "
+            f"sampler {cfg.sampler.steps} steps, shift {cfg.sampler.shift}; device {cfg.device}")
+
+
+def run(cfg: DictConfig, out_dir: str, label: str = "default", sweep_dir: Optional[str] = None) -> dict[str, Any]:
+    """Run benchmark ``cfg.benchmark.name`` with the models of ``cfg`` and write its outputs into
+    ``out_dir`` (and the combined table into ``sweep_dir`` when given). Returns the results document."""
+    from eval.protocols.suites import Models
+
+    benchmarks = _benchmarks()
+    name = cfg.benchmark.name
+    if name not in benchmarks:
+        raise ValueError(f"unknown benchmark {name!r}; use one of {', '.join(sorted(benchmarks))} (configs/benchmark/)")
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    boards = benchmarks[name](cfg, Models(cfg), out_dir)
+    doc = {
+        "benchmark": name,
+        "label": label,
+        "settings_line": _settings_line(cfg),
+        "seconds": round(time.perf_counter() - start, 2),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "tables": {t: {"rows": b.rows(), "cell_psnr": b.cell_maps()} for t, b in boards.items()},
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    atomic_write_bytes(os.path.join(out_dir, "results.json"), json.dumps(doc, indent=1).encode())
+    atomic_write_bytes(os.path.join(out_dir, "results.md"), results_markdown(doc).encode())
+    doc["plots"] = write_plots(doc["tables"], os.path.join(out_dir, "plots")) if cfg.output.plots else []
+    log.info("%s: wrote %s (%d plots) in %.1f s", name, os.path.join(out_dir, "results.md"), len(doc["plots"]), doc["seconds"])
+    if sweep_dir is not None:
+        write_combined(sweep_dir)
+    return doc
+
+
+def write_combined(sweep_dir: str) -> str:
+    """``combined.md`` + ``combined.json`` of every ``*/results.json`` under ``sweep_dir`` (sorted by job
+    dir); returns the markdown path."""
+    paths = sorted(glob.glob(os.path.join(sweep_dir, "*", "results.json")))
+    docs = [json.load(open(p)) for p in paths]
+    for doc in docs:
+        doc.pop("config", None)
+    md = os.path.join(sweep_dir, "combined.md")
+    atomic_write_bytes(md, combined_markdown(docs).encode())
+    atomic_write_bytes(os.path.join(sweep_dir, "combined.json"), json.dumps(docs, indent=1).encode())
+    return md

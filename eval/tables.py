@@ -1,0 +1,62 @@
+"""Markdown tables of benchmark results (one per table of a results document, and combined over runs).
+
+A results document (``results.json``, written by :mod:`eval.runner`) is ``{"benchmark", "label",
+"settings", "tables": {name: {"rows": [{"method", "psnr", "ssim", "lpips", "images", ...}],
+"cell_psnr": {method: [[V x T]]}}}}``. Numbers print with fixed decimals; strings (``"n/a (no
+vgg16-397923af.pth)"``) print as they are.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+__all__ = ["COLUMNS", "format_value", "markdown_table", "results_markdown", "combined_markdown"]
+
+COLUMNS = {"psnr": ("PSNR (dB) ↑", 2), "ssim": ("SSIM ↑", 4), "lpips": ("LPIPS ↓", 4)}
+
+
+def format_value(value: Any, decimals: int = 4) -> str:
+    """A cell: floats with ``decimals`` decimals, None as ``-``, anything else as text."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{decimals}f}"
+    return str(value)
+
+
+def _columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys and k not in ("method", "images")]
+    ordered = [k for k in COLUMNS if k in keys] + [k for k in keys if k not in COLUMNS]
+    return ordered + ["images"]
+
+
+def markdown_table(rows: list[Mapping[str, Any]], first: tuple[str, ...] = ("method",)) -> str:
+    """A markdown table of ``rows``: the ``first`` keys, then PSNR/SSIM/LPIPS, other metrics, image count."""
+    cols = list(first) + _columns(rows)
+    head = [COLUMNS.get(c, (c, 0))[0] for c in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        lines.append("| " + " | ".join(format_value(row.get(c), COLUMNS.get(c, ("", 4))[1]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def results_markdown(doc: Mapping[str, Any]) -> str:
+    """The markdown report of one results document: a title, the settings line, one table per table name."""
+    parts = [f"# {doc['benchmark']}: {doc['label']}", "", f"Settings: {doc['settings_line']}", ""]
+    for name, table in doc["tables"].items():
+        parts += [f"## {name}", "", markdown_table(table["rows"]), ""]
+    return "\n".join(parts)
+
+
+def combined_markdown(docs: list[Mapping[str, Any]]) -> str:
+    """One table per table name over several results documents (a Hydra ``-m`` sweep): a ``run``
+    column (each document's label, i.e. its overrides) before the method."""
+    names: list[str] = []
+    for doc in docs:
+        names += [n for n in doc["tables"] if n not in names]
+    parts = [f"# {docs[0]['benchmark']}: {len(docs)} runs", ""]
+    for name in names:
+        rows = [{"run": doc["label"], **row} for doc in docs for row in doc["tables"].get(name, {}).get("rows", [])]
+        parts += [f"## {name}", "", markdown_table(rows, first=("run", "method")), ""]
+    return "\n".join(parts)
