@@ -21,6 +21,8 @@ __all__ = [
     "WeightsNotFoundError",
     "StateDictMismatchError",
     "read_state_dict",
+    "read_metadata",
+    "resolve_dtype",
     "write_safetensors",
     "check_state_dict",
     "load_into",
@@ -98,6 +100,46 @@ def read_state_dict(url: str, what: str = "weights file") -> dict[str, torch.Ten
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
     return dict(obj)
+
+
+def read_metadata(url: str, what: str = "weights file") -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (``{}`` when it has none, and for ``.pt`` files).
+
+    ``url``: a ``.safetensors`` file, a sharded checkpoint's ``*.safetensors.index.json`` or a
+    directory holding one (the first shard's metadata is read). Only the header is read.
+    """
+    fs, path = _fs(url)
+    if not fs.exists(path):
+        raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
+    found = _find_index(fs, path)
+    if found is not None and found.endswith(".index.json"):
+        with fs.open(found, "rb") as f:
+            shards = sorted(set(json.loads(f.read())["weight_map"].values()))
+        found = posixpath.join(posixpath.dirname(found), shards[0])
+    path = found or path
+    if not path.endswith(".safetensors"):
+        return {}
+    with fs.open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return dict(header.get("__metadata__") or {})
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+
+
+def resolve_dtype(dtype: "torch.dtype | str | None") -> torch.dtype:
+    """A loader's ``dtype`` argument: a torch dtype, a name (``"bfloat16"``, ``"bf16"``,
+    ``"float32"``, ``"fp16"`` ...; also ``"torch.bfloat16"``), or None = float32."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
+    return _DTYPES[name]
 
 
 def atomic_write_bytes(url: str, data: bytes) -> None:

@@ -1,0 +1,1 @@
+"""Package data: the tiny text tokenizer's word list (tiny_words.txt)."""
