@@ -19,93 +19,17 @@ predicted. No ground truth is needed. Files (``recon.export.export_sequence``):
 from __future__ import annotations
 
 import logging
-import math
-from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from recon.export import export_sequence
-from recon.train_task import LOADER_KEYS, ReconTask, gaussians_in_reference_frame, relative_extrinsics, render_views, split_views
+from recon.inference import export_scene
+from recon.train_task import LOADER_KEYS, ReconTask, split_views
 
-__all__ = ["camera_path", "reconstruct", "export_scene", "export_from_config"]
+__all__ = ["export_from_config"]
 
 log = logging.getLogger(__name__)
-
-
-def _orthonormalize(m: torch.Tensor) -> torch.Tensor:
-    """Nearest rotation ``[..., 3, 3]`` to ``m`` (SVD projection, det +1)."""
-    U, _, Vh = torch.linalg.svd(m)
-    D = torch.ones_like(m[..., 0])
-    D[..., -1] = torch.linalg.det(U @ Vh).sign()
-    return U @ torch.diag_embed(D) @ Vh
-
-
-def camera_path(ext: torch.Tensor, K: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cameras at fractional view ``positions [F]`` in ``[0, V-1]`` along cameras ``ext [V, 3, 4]``
-    (camera-from-world) and ``K [V, 3, 3]``: camera centres and intrinsics interpolated linearly,
-    rotations linearly then projected onto SO(3). Returns ``ext [F, 3, 4]``, ``K [F, 3, 3]``."""
-    V = ext.shape[0]
-    positions = positions.clamp(0, V - 1)
-    lo = positions.floor().long().clamp(max=max(V - 2, 0))
-    hi = (lo + 1).clamp(max=V - 1)
-    w = (positions - lo)[:, None, None]
-    R = ext[:, :, :3]
-    centers = -(R.transpose(-1, -2) @ ext[:, :, 3:])  # [V, 3, 1]
-    R_new = _orthonormalize((1 - w) * R[lo] + w * R[hi])
-    c_new = (1 - w) * centers[lo] + w * centers[hi]
-    return torch.cat([R_new, -(R_new @ c_new)], dim=-1), (1 - w) * K[lo] + w * K[hi]
-
-
-@torch.no_grad()
-def reconstruct(model: torch.nn.Module, frames: torch.Tensor) -> dict[str, Any]:
-    """Run the reconstructor on ``frames [V, T, 3, H, W]`` in [0, 1].
-
-    Returns ``gaussians`` (:class:`recon.model.Gaussians` ``[1, T, N]`` in the reference frame of
-    each timestep), ``extrinsics [V, T, 3, 4]`` (relative to that reference camera) and
-    ``intrinsics [V, T, 3, 3]`` (pixel centres at +0.5; non-finite or non-positive predicted focal
-    lengths, which only an untrained model produces, are replaced by a 60 degree field of view).
-    """
-    out = model(frames[None])
-    g = gaussians_in_reference_frame(out.gaussians, out.extrinsics[:, 0], torch.ones(1, device=frames.device))
-    K = out.intrinsics[0].clone()
-    K[..., :2, 2] += 0.5
-    focal = K[..., [0, 1], [0, 1]]
-    bad = ~(torch.isfinite(focal) & (focal > 0))
-    if bool(bad.any()):
-        W = frames.shape[-1]
-        log.warning("predicted focal lengths invalid for %d of %d cameras (untrained model?); renders use a 60 degree FoV there",
-                    int(bad.any(-1).sum()), bad.shape[0] * bad.shape[1])
-        focal = torch.where(bad, torch.full_like(focal, W / 2 / math.tan(math.radians(30))), focal)
-        K[..., 0, 0], K[..., 1, 1] = focal[..., 0], focal[..., 1]
-    return {"gaussians": g, "extrinsics": relative_extrinsics(out.extrinsics, out.extrinsics[:, :1])[0], "intrinsics": K}
-
-
-def export_scene(model: torch.nn.Module, frames: torch.Tensor, out_dir: str, path_frames: int = 16, time: int = 0, fps: float = 8.0,
-                 background: Optional[list[float]] = None) -> list[str]:
-    """Reconstruct ``frames [V, T, 3, H, W]`` (V >= 1 input views) and write the files of the module
-    docstring to ``out_dir`` (any fsspec URL). Returns the URLs written."""
-    V, T, _, H, W = frames.shape
-    if not 0 <= time < T:
-        raise ValueError(f"scene_export.time {time} outside the {T} timesteps")
-    rec = reconstruct(model, frames)
-    g, ext, K = rec["gaussians"], rec["extrinsics"], rec["intrinsics"]
-    path_ext, path_K = camera_path(ext[:, time], K[:, time], torch.linspace(0, V - 1, path_frames, device=frames.device))
-    g_time = type(g)(*(x[:, time:time + 1] for x in (g.means, g.quats, g.scales, g.opacities, g.colors)))
-    novel_views = render_views(g_time, path_ext[None, :, None], path_K[None, :, None], H, W, background)[0, :, 0]
-    mid = min(0.5, V - 1.0)
-    times = [camera_path(ext[:, t], K[:, t], torch.tensor([mid], device=frames.device)) for t in range(T)]
-    t_ext, t_K = torch.cat([e for e, _ in times])[None, None], torch.cat([k for _, k in times])[None, None]
-    novel_times = render_views(g, t_ext, t_K, H, W, background)[0, 0]
-    per_t = [
-        {"means": g.means[0, t], "quats": g.quats[0, t], "scales": g.scales[0, t].clamp(min=1e-12),
-         "opacities": g.opacities[0, t], "colors": g.colors[0, t].clamp(0, 1)}
-        for t in range(T)
-    ]
-    cameras = {"extrinsics": ext[:, 0], "intrinsics": K[:, 0], "width": W, "height": H}
-    renders = {"novel_views": novel_views.permute(0, 2, 3, 1), "novel_times": novel_times.permute(0, 2, 3, 1)}
-    return export_sequence(out_dir, per_t, cameras, renders, fps)
 
 
 def _scene_frames(cfg: DictConfig, task: ReconTask) -> torch.Tensor:

@@ -17,9 +17,9 @@ Frames of reference (docs/recon.md explains the choice):
   identity already), then multiplied by a per-sample scale ``s`` aligning the predicted depth of
   the input views to the normalised GT depth (median ratio, no gradient; ``geometry.align_scale``).
 
-Pixel conventions: data intrinsics have pixel centres at ``+0.5`` like the renderer, so target
-cameras are rendered with their GT intrinsics as they are; the model unprojects with VGGT's integer
-pixels (:func:`data_to_vggt_intrinsics` converts GT intrinsics for the camera/depth terms).
+Pixel convention: one for everything (``recon.geometry``): pixel centres at ``+0.5``. The data's
+intrinsics, the model's unprojection (principal point of the pose encoding at ``(W/2, H/2)``), the
+renderer and the export all use it, so GT intrinsics are used as they are everywhere.
 
 Stages (``stage``): ``static`` (T = 1; trains the Gaussian head only, backbone frozen) and
 ``dynamic`` (T = ``recon_data.num_frames``; trains the temporal blocks and the Gaussian head; a
@@ -42,9 +42,8 @@ from torchvision.utils import make_grid
 
 from fourd.metrics import psnr, ssim
 from fourd.train.distributed import DistEnv
-from recon.geometry import cameras_to_pose_encoding, matrix_to_quat_wxyz, quat_multiply_wxyz, unproject_depth
-from recon.model import Gaussians
-from recon.render import render_gaussians
+from recon.geometry import cameras_to_pose_encoding, unproject_depth
+from recon.inference import gaussians_in_reference_frame, relative_extrinsics, render_views
 
 __all__ = [
     "LOADER_KEYS",
@@ -52,12 +51,8 @@ __all__ = [
     "ReconTask",
     "SceneSampler",
     "build_criterion",
-    "data_to_vggt_intrinsics",
     "evaluate",
-    "gaussians_in_reference_frame",
     "normalize_ground_truth",
-    "relative_extrinsics",
-    "render_views",
     "scale_alignment",
     "select_trainable",
     "split_views",
@@ -192,41 +187,30 @@ def collate(samples: Sequence[Mapping[str, Any]], num_inputs: int, device: torch
 
 
 # ------------------------------------------------------------------------------------ geometry
-def data_to_vggt_intrinsics(K: torch.Tensor) -> torch.Tensor:
-    """Intrinsics ``[..., 3, 3]`` with pixel centres at +0.5 -> VGGT's integer-pixel convention (principal point - 0.5)."""
-    K = K.clone()
-    K[..., :2, 2] -= 0.5
-    return K
-
-
-def relative_extrinsics(ext: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Camera-from-world ``ext [..., 3, 4]`` re-expressed with world = camera ``ref [..., 3, 4]`` (broadcast)."""
-    R, t = ext[..., :3, :3], ext[..., :3, 3:]
-    Rr, tr = ref[..., :3, :3], ref[..., :3, 3:]
-    R_new = R @ Rr.transpose(-1, -2)
-    return torch.cat([R_new, t - R_new @ tr], dim=-1)
-
-
 def normalize_ground_truth(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """GT cameras and depth in the reference frame of each timestep (input view 0 at ``t``), scaled by
     the inverse mean distance of the valid input points (depth > 0) to it, as VGGT's training.
 
-    Returns ``in_ext [B, V_in, T, 3, 4]``, ``tgt_ext [B, V_tgt, T, 3, 4]``, ``depth [B, V_in, T, H, W]``
-    (normalised, 0 = invalid), ``scale [B]`` (the world units per normalised unit).
+    Returns ``in_ext [B, V_in, T, 3, 4]``, ``tgt_ext [B, V_tgt, T, 3, 4]`` (when ``batch`` has
+    ``tgt_ext``), ``depth [B, V_in, T, H, W]`` (normalised, 0 = invalid), ``scale [B]`` (the world
+    units per normalised unit). Intrinsics (pixel centres at +0.5, the project's one convention)
+    are used as they are.
     """
     ref = batch["in_ext"][:, :1]
-    in_ext, tgt_ext = relative_extrinsics(batch["in_ext"], ref), relative_extrinsics(batch["tgt_ext"], ref)
+    in_ext = relative_extrinsics(batch["in_ext"], ref)
     depth = batch["in_depth"]
     valid = depth > 0
-    points = unproject_depth(depth, in_ext, data_to_vggt_intrinsics(batch["in_K"]))
+    points = unproject_depth(depth, in_ext, batch["in_K"])
     dist = (points.norm(dim=-1) * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
     if not bool((dist > 0).all()):
         bad = [batch["scenes"][i] for i in (dist <= 0).nonzero().flatten().tolist()] if "scenes" in batch else "?"
         raise ValueError(f"scenes {bad}: no valid depth in the input views, cannot normalise the scale")
-    scale = dist[:, None, None, None]
-    in_ext = torch.cat([in_ext[..., :3], in_ext[..., 3:] / scale[..., None]], dim=-1)
-    tgt_ext = torch.cat([tgt_ext[..., :3], tgt_ext[..., 3:] / scale[..., None]], dim=-1)
-    return {"in_ext": in_ext, "tgt_ext": tgt_ext, "depth": depth / scale, "scale": dist}
+    scale = dist[:, None, None, None, None]
+    out = {"in_ext": torch.cat([in_ext[..., :3], in_ext[..., 3:] / scale], dim=-1), "depth": depth / scale, "scale": dist}
+    if "tgt_ext" in batch:
+        tgt_ext = relative_extrinsics(batch["tgt_ext"], ref)
+        out["tgt_ext"] = torch.cat([tgt_ext[..., :3], tgt_ext[..., 3:] / scale], dim=-1)
+    return out
 
 
 def scale_alignment(pred_depth: torch.Tensor, gt_depth: torch.Tensor) -> torch.Tensor:
@@ -236,33 +220,6 @@ def scale_alignment(pred_depth: torch.Tensor, gt_depth: torch.Tensor) -> torch.T
         ratio = gt_depth / pred_depth.clamp(min=1e-6)
         ratio = torch.where(gt_depth > 0, ratio, torch.nan)
         return ratio.flatten(1).nanmedian(dim=1).values.nan_to_num(1.0)
-
-
-def gaussians_in_reference_frame(g: Gaussians, ref_ext: torch.Tensor, scale: torch.Tensor) -> Gaussians:
-    """Map Gaussians ``[B, T, N]`` into the cameras ``ref_ext [B, T, 3, 4]`` (one per timestep) and
-    scale them by ``scale [B]``: means ``s (R x + t)``, quats ``q(R) q``, scales ``s * scales``."""
-    R, t = ref_ext[..., :3, :3], ref_ext[..., :3, 3]
-    s = scale[:, None, None, None]
-    means = (torch.einsum("btij,btnj->btni", R, g.means) + t[:, :, None]) * s
-    quats = quat_multiply_wxyz(matrix_to_quat_wxyz(R)[:, :, None], g.quats)
-    return Gaussians(means=means, quats=quats, scales=g.scales * s, opacities=g.opacities, colors=g.colors)
-
-
-def render_views(g: Gaussians, ext: torch.Tensor, K: torch.Tensor, height: int, width: int,
-                 background: Optional[Sequence[float]] = None, backend: str = "auto") -> torch.Tensor:
-    """Render the Gaussians of each timestep ``[B, T, N]`` into cameras ``ext [B, V, T, 3, 4]``
-    (camera-from-world) with intrinsics ``K [B, V, T, 3, 3]`` (pixel centres at +0.5).
-
-    Returns RGB ``[B, V, T, 3, H, W]`` (float32, not clamped); ``background``: RGB or None (black).
-    """
-    B, V, T = ext.shape[:3]
-    viewmats = torch.eye(4, device=ext.device).repeat(B, T, V, 1, 1)
-    viewmats[..., :3, :] = ext.transpose(1, 2).float()
-    bg = None if background is None else torch.tensor(list(background), device=ext.device).expand(B * T, V, 3)
-    flat = [x.flatten(0, 1).float() for x in (g.means, g.quats, g.scales, g.opacities, g.colors)]
-    rgb, _, _ = render_gaussians(*flat, viewmats.flatten(0, 1), K.transpose(1, 2).flatten(0, 1).float(), width, height,
-                                 backgrounds=bg, backend=backend)
-    return rgb.reshape(B, T, V, height, width, 3).permute(0, 2, 1, 5, 3, 4)
 
 
 # ------------------------------------------------------------------------------------------ task
@@ -358,7 +315,7 @@ class ReconTask:
             stats["depth_l1"] = float(depth_l1.detach())
         if cfg.camera_weight > 0:
             H, W = batch["inputs"].shape[-2:]
-            target = cameras_to_pose_encoding(gt["in_ext"], data_to_vggt_intrinsics(batch["in_K"]), (H, W))
+            target = cameras_to_pose_encoding(gt["in_ext"], batch["in_K"], (H, W))
             camera_l1 = torch.stack([(enc - target).abs().mean() for enc in out.pose_enc_list]).mean()
             total = total + cfg.camera_weight * camera_l1
             stats["camera_l1"] = float(camera_l1.detach())
