@@ -110,3 +110,34 @@ def test_full_variant_equals_wan_on_views_concatenated_in_time():
     video = latents.flatten(1, 2).transpose(1, 2)
     expected = wan_reference(model.state_dict(), model.config, video, t, ctx)
     torch.testing.assert_close(out.flatten(1, 2).transpose(1, 2), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_paper_reference_tokens_are_patch_embeddings_of_noised_plus_clean():
+    """Paper §3.1: "adding the patch embeddings of the reference frames to the noised latent tokens".
+    Through the training loss, the first block's input at a reference cell is PE(x_sigma) + PE(x0)
+    (the same Conv3d, bias included in both) and PE(x_sigma) elsewhere (default reference_mode)."""
+    from video4d.flow import build_reference, flow_matching_loss
+    from video4d.grid import ReferenceCells
+
+    torch.manual_seed(2)
+    model = load_dit("tiny", init="random")
+    assert model.config.reference_mode == "paper"
+    g = torch.Generator().manual_seed(3)
+    B, V, T, h, w = 2, 2, 3, 4, 4
+    x0, noise = torch.randn(B, V, T, 16, h, w, generator=g), torch.randn(B, V, T, 16, h, w, generator=g)
+    sigma = torch.tensor([0.35, 0.9])
+    reference = build_reference(x0, [ReferenceCells(0, 0), ReferenceCells(None, 2)])
+    seen = {}
+    model.blocks[0].register_forward_pre_hook(lambda mod, args: seen.update(x=args[0].detach()))
+    flow_matching_loss(model, x0, torch.randn(B, 3, 32, generator=g), reference, noise=noise, sigma=sigma)
+
+    def pe(lat):  # [B, V, T, C, h, w] -> tokens [B, V, T, h/2, w/2, dim]
+        frames = lat.flatten(0, 2)
+        out = F.conv2d(frames, model.patch_embedding.weight[:, :, 0], model.patch_embedding.bias, stride=2)
+        return out.unflatten(0, (B, V, T)).permute(0, 1, 2, 4, 5, 3)
+
+    s = sigma.view(B, 1, 1, 1, 1, 1)
+    x_sigma = (1 - s) * x0 + s * noise
+    cells = reference.cell_mask()[:, :, :, None, None, None]
+    expected = torch.where(cells, pe(x_sigma) + pe(x0), pe(x_sigma))
+    torch.testing.assert_close(seen["x"], expected.reshape(B, -1, model.config.dim), rtol=1e-5, atol=1e-5)

@@ -53,12 +53,12 @@ def test_shift_rejects_non_positive():
 def test_logit_normal_samples_lie_in_open_interval_with_sigmoid_mean_median():
     g = torch.Generator().manual_seed(1)
     mean = 0.8
-    sigma = sample_training_sigma(20000, TimestepSampling("logit_normal", mean=mean, std=1.0), g)
+    sigma = sample_training_sigma(20000, TimestepSampling("logit_normal", mean=mean, std=1.0, shift=1.0), g)
     assert sigma.shape == (20000,) and bool((sigma > 0).all()) and bool((sigma < 1).all())
     assert abs(float(sigma.median()) - 1 / (1 + math.exp(-mean))) < 0.01
     shifted = sample_training_sigma(20000, TimestepSampling("logit_normal", mean=0.0, std=1.0, shift=3.0), torch.Generator().manual_seed(1))
     assert abs(float(shifted.median()) - 0.75) < 0.01  # shift(0.5) = 3 * 0.5 / (1 + 2 * 0.5)
-    uniform = sample_training_sigma(20000, TimestepSampling("uniform"), g)
+    uniform = sample_training_sigma(20000, TimestepSampling("uniform", shift=1.0), g)
     assert abs(float(uniform.mean()) - 0.5) < 0.01 and abs(float(uniform.median()) - 0.5) < 0.015
     with pytest.raises(ValueError, match="timestep sampling mode"):
         sample_training_sigma(4, TimestepSampling("cosine"), g)
@@ -68,7 +68,8 @@ def _grid(B=2, V=3, T=4, C=2, h=2, w=2, seed=0):
     return torch.randn(B, V, T, C, h, w, generator=torch.Generator().manual_seed(seed))
 
 
-def test_loss_ignores_predictions_at_reference_cells_and_feeds_them_clean():
+@pytest.mark.parametrize("mode", ["paper", "replace"])
+def test_loss_ignores_predictions_at_reference_cells_and_feeds_them_per_mode(mode):
     x0, noise = _grid(), _grid(seed=1)
     sigma = torch.tensor([0.3, 0.8])
     cells = [ReferenceCells(view=0, time=1), ReferenceCells(view=None, time=2)]
@@ -77,18 +78,22 @@ def test_loss_ignores_predictions_at_reference_cells_and_feeds_them_clean():
     assert ref.shape == (2, 3, 4) and int(ref[0].sum()) == 4 + 3 - 1 and int(ref[1].sum()) == 3
     base = _grid(seed=2)
     seen = {}
+    plain = TimestepSampling(weighting="none")
 
     def model(offset):
         def fn(x, timestep, context, r):
-            seen["x"], seen["t"] = x, timestep
+            seen["x"], seen["t"], seen["r"] = x, timestep, r
             return base + offset
 
         return fn
 
-    loss, stats = flow_matching_loss(model(0.0), x0, None, reference, noise=noise, sigma=sigma)
-    # the noisy input holds the clean latents at reference cells and x_sigma elsewhere
-    expected_input = torch.where(ref[..., None, None, None], x0, interpolate(x0, noise, sigma))
-    assert torch.equal(seen["x"], expected_input)
+    loss, stats = flow_matching_loss(model(0.0), x0, None, reference, noise=noise, sigma=sigma, sampling=plain, reference_mode=mode)
+    # paper: noised latents at every cell (the reference enters as the DiT's added patch embedding
+    # of seen["r"]); replace: the clean latents at reference cells
+    x_sigma = (1 - sigma.view(2, 1, 1, 1, 1, 1)) * x0 + sigma.view(2, 1, 1, 1, 1, 1) * noise
+    expected_input = x_sigma if mode == "paper" else torch.where(ref[..., None, None, None], x0, x_sigma)
+    torch.testing.assert_close(seen["x"], expected_input, rtol=0, atol=1e-6)
+    assert seen["r"] is reference and torch.equal(seen["r"].latents, x0)
     torch.testing.assert_close(seen["t"], torch.tensor([300.0, 800.0]))
     target_cells = ~ref
     manual = (base - (noise - x0))[target_cells].pow(2).mean()
@@ -96,11 +101,63 @@ def test_loss_ignores_predictions_at_reference_cells_and_feeds_them_clean():
     assert abs(float(stats["target_fraction"]) - float(target_cells.float().mean())) < 1e-6
 
     at_ref = torch.where(ref[..., None, None, None], torch.full_like(base, 7.0), torch.zeros_like(base))
-    loss_ref_changed, _ = flow_matching_loss(model(at_ref), x0, None, reference, noise=noise, sigma=sigma)
+    loss_ref_changed, _ = flow_matching_loss(model(at_ref), x0, None, reference, noise=noise, sigma=sigma, sampling=plain, reference_mode=mode)
     assert torch.equal(loss_ref_changed, loss)
     at_target = torch.where(ref[..., None, None, None], torch.zeros_like(base), torch.full_like(base, 7.0))
-    loss_target_changed, _ = flow_matching_loss(model(at_target), x0, None, reference, noise=noise, sigma=sigma)
+    loss_target_changed, _ = flow_matching_loss(model(at_target), x0, None, reference, noise=noise, sigma=sigma, sampling=plain, reference_mode=mode)
     assert float(loss_target_changed) > float(loss) + 1.0
+    with pytest.raises(ValueError, match="reference mode"):
+        flow_matching_loss(model(0.0), x0, None, reference, noise=noise, sigma=sigma, reference_mode="clean")
+
+
+def test_default_timesteps_and_bell_weights_follow_diffsynth_wan_training():
+    """Defaults: uniform level, shift 5, DiffSynth-Studio's bell weight; re-implemented here on its
+    discrete 1000-level schedule (``timesteps = 1000 * shift(linspace(1, 0, 1001)[:-1])``,
+    ``y = exp(-2 ((t - 500) / 1000)^2)``, ``w = (y - min y) * 1000 / sum(y - min y)``)."""
+    from video4d.flow import loss_weight
+
+    default = TimestepSampling()
+    assert (default.mode, default.shift, default.weighting) == ("uniform", 5.0, "bell")
+    u = torch.linspace(1.0, 0.0, 1001, dtype=torch.float64)[:-1]
+    timesteps = 1000 * (5 * u / (1 + 4 * u))
+    y = torch.exp(-2 * ((timesteps - 500) / 1000) ** 2)
+    w = (y - y.min()) * (1000 / (y - y.min()).sum())
+    torch.testing.assert_close(loss_weight(timesteps / 1000, default).double(), w, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(loss_weight(torch.tensor([0.3]), TimestepSampling(weighting="none")), torch.ones(1))
+    # the loss weights each sample by its level: one sample at sigma=0.5 (peak) and one at 0.97
+    x0, noise, sigma = _grid(), _grid(seed=1), torch.tensor([0.5, 0.97])
+    loss, _ = flow_matching_loss(lambda x, t, c, r: torch.zeros_like(x), x0, None, None, noise=noise, sigma=sigma)
+    err = (noise - x0).pow(2).mean(dim=(1, 2, 3, 4, 5))
+    torch.testing.assert_close(loss, (err * loss_weight(sigma, default)).mean())
+    g = torch.Generator().manual_seed(0)
+    drawn = sample_training_sigma(20000, default, g)
+    assert abs(float(drawn.median()) - 5 * 0.5 / (1 + 4 * 0.5)) < 0.01  # shift(U) has median shift(1/2)
+    with pytest.raises(ValueError, match="loss weighting"):
+        TimestepSampling(weighting="snr")
+
+
+def test_reference_choice_frequencies_and_static_samples_lose_the_column():
+    from video4d.flow import ReferenceChoice
+
+    choice = ReferenceChoice(both=0.5, row=0.2, column=0.2, none=0.1, view=1, time=2)
+    cells = choice.draw(20000, torch.Generator().manual_seed(0))
+    counts = {}
+    for c in cells:
+        key = ("row" if c.view == 1 else "-") + ("col" if c.time == 2 else "-")
+        counts[key] = counts.get(key, 0) + 1
+    for key, p in (("rowcol", 0.5), ("row-", 0.2), ("-col", 0.2), ("--", 0.1)):
+        assert abs(counts[key] / 20000 - p) < 0.012, (key, counts)
+    again = choice.draw(50, torch.Generator().manual_seed(0))
+    assert again == cells[:50]  # seeded
+    assert all(c == ReferenceCells(0, 0) for c in ReferenceChoice().draw(20, torch.Generator().manual_seed(0)))
+    x0 = _grid(B=4)
+    drawn = [ReferenceCells(0, 0), ReferenceCells(0, None), ReferenceCells(None, 0), ReferenceCells(0, 0)]
+    static = torch.tensor([False, False, False, True])
+    mask = build_reference(x0, drawn, static=static, static_drop="time").cell_mask()
+    assert torch.equal(mask[3], ReferenceCells(0, None).mask(3, 4))  # static: freeze-time column removed
+    assert torch.equal(mask[0], ReferenceCells(0, 0).mask(3, 4)) and torch.equal(mask[2], ReferenceCells(None, 0).mask(3, 4))
+    with pytest.raises(ValueError, match="sum to 1"):
+        ReferenceChoice(both=0.5, row=0.2)
 
 
 def test_loss_without_reference_is_plain_mse_and_seeded():
@@ -109,8 +166,9 @@ def test_loss_without_reference_is_plain_mse_and_seeded():
     def model(x, timestep, context, r):
         return x * 0.5
 
-    a, _ = flow_matching_loss(model, x0, None, None, torch.Generator().manual_seed(3))
-    b, _ = flow_matching_loss(model, x0, None, None, torch.Generator().manual_seed(3))
+    plain = TimestepSampling(shift=1.0, weighting="none")
+    a, _ = flow_matching_loss(model, x0, None, None, torch.Generator().manual_seed(3), plain)
+    b, _ = flow_matching_loss(model, x0, None, None, torch.Generator().manual_seed(3), plain)
     assert torch.equal(a, b)
     g = torch.Generator().manual_seed(3)
     noise = torch.randn(x0.shape, generator=g)
@@ -171,7 +229,7 @@ def test_trained_toy_flow_reproduces_a_two_mode_target():
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(600):
-        loss, _ = flow_matching_loss(model, data(256), None, None, g, TimestepSampling("logit_normal"))
+        loss, _ = flow_matching_loss(model, data(256), None, None, g, TimestepSampling("logit_normal", shift=1.0, weighting="none"))
         opt.zero_grad()
         loss.backward()
         opt.step()

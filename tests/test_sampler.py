@@ -80,21 +80,58 @@ def test_guidance_one_equals_no_cfg_and_guidance_combines_branches():
     assert not torch.allclose(cfg, plain)
 
 
-def test_reference_cells_are_exact_at_every_step_and_in_the_output():
+@pytest.mark.parametrize("mode", ["paper", "replace"])
+def test_reference_cells_follow_the_training_input_at_every_step_and_are_exact_in_the_output(mode):
     model, ctx = _ContextVelocity(), torch.randn(2, 5, 8)
     ref_lat = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
     cells = torch.stack([ReferenceCells(0, 0).mask(3, 4), ReferenceCells(None, 2).mask(3, 4)])
     reference = ReferenceLatents(latents=ref_lat, cells=cells)
+    start = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
     seen = []
 
     def spy(x, t, c, r):
         assert r is reference
-        seen.append(x[cells].clone())
+        seen.append((x[cells].clone(), float(t[0]) / 1000))
         return model(x, t, c, r)
 
-    out = sample(spy, SHAPE, ctx, reference=reference, steps=4, guidance=2.0)
-    assert len(seen) == 8 and all(torch.equal(s, ref_lat[cells]) for s in seen)
+    out = sample(spy, start, ctx, reference=reference, steps=4, guidance=2.0, reference_mode=mode)
+    assert len(seen) == 8
+    sig = [float(s) for s in shift_sigma(torch.linspace(1, 0, 5, dtype=torch.float64), 5.0)]
+    for i, (x_ref, sigma) in enumerate(seen):
+        assert sigma == pytest.approx(sig[i // 2], abs=1e-6)
+        # paper: the forward-process value (1 - sigma) x0 + sigma eps with the cells' starting noise
+        expected = (1 - sigma) * ref_lat[cells] + sigma * start[cells] if mode == "paper" else ref_lat[cells]
+        torch.testing.assert_close(x_ref, expected, rtol=0, atol=1e-6)
     assert torch.equal(out[cells], ref_lat[cells])
+
+
+def test_reference_mode_defaults_to_the_models_config():
+    from types import SimpleNamespace
+
+    ref_lat = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
+    reference = ReferenceLatents(latents=ref_lat, cells=ReferenceCells(0, 0).mask(3, 4))
+    first = {}
+
+    class Spy(_ContextVelocity):
+        def forward(self, x, timestep, context, r):
+            first.setdefault(self.config.reference_mode, x[r.cell_mask()].clone())
+            return super().forward(x, timestep, context, r)
+
+    for mode in ("paper", "replace"):
+        spy = Spy()
+        spy.config = SimpleNamespace(reference_mode=mode)
+        sample(spy, SHAPE, torch.randn(2, 5, 8), reference=reference, steps=2)
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))  # seed 0's starting noise
+    assert torch.equal(first["replace"], ref_lat[reference.cell_mask()])
+    assert torch.equal(first["paper"], noise[reference.cell_mask()])  # sigma = 1: pure noise
+    with pytest.raises(ValueError, match="reference_mode"):
+        sample(_ContextVelocity(), SHAPE, torch.randn(2, 5, 8), reference=reference, steps=2, reference_mode="clean")
+
+
+def test_default_step_count_is_the_papers_40():
+    model = _ContextVelocity()
+    sample(model, SHAPE, torch.randn(2, 5, 8))
+    assert model.calls == 40
 
 
 def _mixture_velocity(weights, means, std):

@@ -2,7 +2,11 @@
 
 Integrates ``dx/dsigma = v(x, sigma)`` from ``sigma = 1`` (noise) to ``sigma = 0`` (data) on the
 shifted schedule of :func:`sampling_sigmas` (the convention of :mod:`video4d.flow`). Reference cells
-hold the clean reference latents exactly at every step and in the output, as in training.
+are fed as in training (:func:`video4d.flow.reference_input`; the mode is the model's
+``config.reference_mode`` unless given): ``"paper"`` keeps them on the forward-process path
+``(1 - sigma_i) x0 + sigma_i eps`` (``eps`` = their starting noise), ``"replace"`` holds the clean
+latents at every step. The output equals the reference latents there in both modes.
+Default 40 steps (the paper's App. B, Tab. S2) with Wan2.1's T2V shift 5.
 
 Classifier-free guidance: ``v = v_u + g * (v_c - v_u)`` where ``v_c`` uses ``context`` and ``v_u``
 the negative context (zeros, the "empty" context, when none is given). Guidance acts on the text
@@ -16,7 +20,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from video4d.flow import apply_reference, model_timestep, shift_sigma
+from video4d.flow import REFERENCE_MODES, apply_reference, model_timestep, reference_input, shift_sigma
 from video4d.grid import ReferenceLatents
 
 __all__ = ["sampling_sigmas", "sample"]
@@ -45,12 +49,13 @@ def sample(
     shape_or_noise: Sequence[int] | torch.Tensor,
     context: torch.Tensor,
     reference: Optional[ReferenceLatents] = None,
-    steps: int = 50,
+    steps: int = 40,
     shift: float = 5.0,
     guidance: float = 1.0,
     negative_context: Optional[torch.Tensor] = None,
     seed: int = 0,
     progress: bool = False,
+    reference_mode: Optional[str] = None,
 ) -> torch.Tensor:
     """Generate a 4D latent grid.
 
@@ -61,7 +66,8 @@ def sample(
     noise itself ``[B, V, T, C, h, w]``. ``context``: ``[B or 1, L, D]`` text embeddings; its device
     is the sampling device. ``negative_context``: ``[B or 1, L', D]`` for CFG (zeros of the shape of
     ``context`` when None). ``steps``: Euler steps (model calls per step: 1, or 2 when
-    ``guidance != 1``); ``shift``: timestep shift of :func:`sampling_sigmas`.
+    ``guidance != 1``); ``shift``: timestep shift of :func:`sampling_sigmas`. ``reference_mode``:
+    ``"paper"`` | ``"replace"`` (None: ``model.config.reference_mode``, else ``"paper"``).
     Returns float32 latents ``[B, V, T, C, h, w]`` (reference cells equal ``reference.latents``).
     """
     device = context.device
@@ -78,13 +84,19 @@ def sample(
     use_cfg = guidance != 1.0
     if use_cfg:
         negative = torch.zeros_like(context) if negative_context is None else _batch_context(negative_context.to(device), B, "negative_context")
-    x = apply_reference(x, reference)
+    if reference_mode is None:
+        reference_mode = getattr(getattr(model, "config", None), "reference_mode", "paper")
+    if reference_mode not in REFERENCE_MODES:
+        raise ValueError(f"unknown reference_mode {reference_mode!r}; use one of {', '.join(REFERENCE_MODES)}")
+    start_noise = x
     sigmas = sampling_sigmas(steps, shift)
     for i in tqdm(range(steps), disable=not progress, desc="sampling"):
-        timestep = model_timestep(torch.full((B,), float(sigmas[i]), device=device))
+        sigma = torch.full((B,), float(sigmas[i]), device=device)
+        x = reference_input(x, reference, reference_mode, start_noise, sigma)
+        timestep = model_timestep(sigma)
         velocity = model(x, timestep, context, reference).float()
         if use_cfg:
             uncond = model(x, timestep, negative, reference).float()
             velocity = uncond + guidance * (velocity - uncond)
-        x = apply_reference(x + float(sigmas[i + 1] - sigmas[i]) * velocity, reference)
-    return x
+        x = x + float(sigmas[i + 1] - sigmas[i]) * velocity
+    return apply_reference(x, reference)

@@ -1,11 +1,14 @@
 """The video model's training task for the generic loop (:class:`fourd.train.loop.Task`).
 
-Builds the DiT (``video4d.load_dit``, trainable parameters by pattern), the frozen VAE and the data;
-a batch is ``frames [B, V, F, 3, H, W]`` in [0, 1] (F = 4k + 1 frames) encoded to latents
-``x0 [B, V, T, 16, H/8, W/8]`` (T = (F - 1)/4 + 1); the loss is the rectified-flow MSE of
-:func:`video4d.flow.flow_matching_loss` over the non-reference cells (a fixed-view row and a
-freeze-time column as references; freeze-time conditioning dropped on samples that ask for it,
-e.g. static scenes, as in the paper's App. B).
+Builds the DiT (``video4d.load_dit``, trainable parameters by pattern), the frozen VAE, the text
+contexts and the data; a batch is ``frames [B, V, F, 3, H, W]`` in [0, 1] (F = 4k + 1 frames)
+encoded to latents ``x0 [B, V, T, 16, H/8, W/8]`` (T = (F - 1)/4 + 1; with ``vae.latent_cache`` each
+clip is encoded once and read back afterwards); the loss is the rectified-flow MSE of
+:func:`video4d.flow.flow_matching_loss` over the non-reference cells. Per sample (from the loss
+generator, so resume is exact): which references it gets (``reference.probs``: both / row / column
+/ none; samples flagged ``drop_freeze_time_frame_cond``, e.g. static scenes, lose what
+``reference.drop`` names, as in the paper's App. B) and whether its caption is dropped to the empty
+prompt (``text.dropout``, for CFG).
 
 Progressive schedule: ``schedule.frames`` (``[[step, frames], ...]``) sets the clip length F from
 that step on. Data position: each rank reads global sample indices ``rank, rank + W, ...``; the
@@ -14,6 +17,7 @@ next index is its checkpointed state.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 from typing import Any, Mapping, Optional
@@ -25,10 +29,10 @@ from torchvision.utils import make_grid
 
 from fourd.train.distributed import DistEnv
 from fourd.train.schedule import StepSchedule
-from video4d.flow import TimestepSampling, build_reference, flow_matching_loss
+from video4d.flow import ReferenceChoice, TimestepSampling, build_reference, flow_matching_loss
 from video4d.grid import ReferenceCells
 from video4d.sampler import sample
-from video4d.text_context import empty_context, load_context, pad_contexts
+from video4d.text_context import CaptionContexts
 
 __all__ = ["VideoTask", "VideoBatch", "ProceduralSource", "MixtureSource", "build_source"]
 
@@ -108,7 +112,8 @@ def build_source(cfg: DictConfig) -> ProceduralSource | MixtureSource:
 
 class VideoBatch(dict):
     """One micro-batch: ``frames`` ``[B, V, F, 3, H, W]`` in [0, 1], ``drop_time_ref`` bool ``[B]``,
-    ``scenes`` (names), ``kinds``."""
+    ``scenes`` (names), ``kinds``, ``captions`` (str, "" when none), ``clip_ids`` (latent-cache keys,
+    only with ``vae.latent_cache``)."""
 
 
 class VideoTask:
@@ -122,9 +127,12 @@ class VideoTask:
         self.source = build_source(cfg.data)
         self.position = 0  # micro-batches' samples consumed by this rank
         self.sampling = TimestepSampling(**OmegaConf.to_container(cfg.flow.timestep))
+        probs = OmegaConf.to_container(cfg.reference.probs)
+        self.choice = ReferenceChoice(**probs, view=cfg.reference.view, time=cfg.reference.time)
         self.cells = ReferenceCells(view=cfg.reference.view, time=cfg.reference.time)
         self.vae: Optional[nn.Module] = None
-        self._context: Optional[torch.Tensor] = None
+        self.texts: Optional[CaptionContexts] = None
+        self.latent_cache = None
         self._dit_config: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- model
@@ -142,11 +150,28 @@ class VideoTask:
             model = load_dit(model_cfg, weights=loader["weights"], init=loader["init"])
             self.vae = load_vae(self.cfg.vae.config, weights=self.cfg.vae.weights, device=self.env.device).eval().requires_grad_(False)
         counts = select_trainable(model, loader["trainable"])
-        self.text_dim, self.text_len = model.config.text_dim, model.config.text_len
-        self.patch = model.config.patch_size
+        self.patch, self.reference_mode = model.config.patch_size, model.config.reference_mode
+        self.texts = self._build_texts(model.config.text_dim, model.config.text_len)
+        if self.cfg.vae.latent_cache:
+            from video4d.vae.latent_cache import LatentCache
+
+            self.latent_cache = LatentCache(self.cfg.vae.latent_cache)
+            self._vae_hash = _module_hash(self.vae)
         if self.env.is_main:
             log.info("DiT: %s trainable / %s frozen parameters", f"{counts.trainable:,}", f"{counts.frozen:,}")
         return model
+
+    def _build_texts(self, text_dim: int, text_len: int) -> CaptionContexts:
+        """Per-sample contexts from ``text``: the text encoder ``text.encoder`` (a mapping of
+        ``video4d.load_text_encoder`` arguments, or null) or precomputed files."""
+        t = self.cfg.text
+        encoder = None
+        if t.get("encoder"):
+            from video4d import load_text_encoder
+
+            encoder = load_text_encoder(**OmegaConf.to_container(t.encoder, resolve=True), device=self.env.device).eval()
+        return CaptionContexts(text_dim, text_len, encoder=encoder, context_root=t.get("context_root"), context_file=t.context_file,
+                               empty_file=t.get("empty_context_file"), dropout=float(t.get("dropout", 0.0)))
 
     def export_metadata(self) -> dict[str, str]:
         """``dit_config``: the DiT config as JSON, loadable with ``video4d.load_dit(json.loads(...), weights=...)``."""
@@ -164,11 +189,14 @@ class VideoTask:
             index = self.position * self.env.world_size + self.env.rank
             samples.append(self.source.sample(index, self.num_frames))
             self.position += 1
+        frames = torch.stack([s["frames"] for s in samples])
         return VideoBatch(
-            frames=torch.stack([s["frames"] for s in samples]).to(device),
+            frames=frames.to(device),
             drop_time_ref=torch.tensor([bool(s.get("drop_freeze_time_frame_cond", False)) for s in samples]),
             scenes=[s["scene"] for s in samples],
             kinds=[s["kind"] for s in samples],
+            captions=[str(s.get("caption") or "") for s in samples],
+            clip_ids=[clip_id(s["scene"], f, self._vae_hash) for s, f in zip(samples, frames)] if self.latent_cache else None,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -180,25 +208,31 @@ class VideoTask:
         self.position = int(state["position"])
 
     # ----------------------------------------------------------------- loss
-    def context(self, batch: int, device: torch.device) -> torch.Tensor:
-        """Text context ``[batch, text_len, text_dim]``: ``text.context_file`` (precomputed umT5
-        embeddings, zero-padded) or zeros."""
-        if self._context is None:
-            file = self.cfg.text.context_file
-            one = load_context(file, self.text_dim) if file else empty_context(1, self.text_len, self.text_dim)[0]
-            self._context = pad_contexts([one.float()], self.text_len)
-        return self._context.to(device).expand(batch, -1, -1)
+    def context(self, batch: VideoBatch, device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Text contexts ``[B, text_len, text_dim]`` of the batch's samples (captions dropped to the
+        empty prompt with probability ``text.dropout`` when a ``generator`` is given)."""
+        samples = [{"scene": s, "caption": c} for s, c in zip(batch["scenes"], batch["captions"])]
+        return self.texts(samples, generator, device)
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames ``[B, V, F, 3, H, W]`` -> latents ``[B, V, T, 16, H/8, W/8]`` with the frozen VAE (fp32, outside autocast)."""
+    def encode(self, frames: torch.Tensor, clip_ids: Optional[list[str]] = None) -> torch.Tensor:
+        """Frames ``[B, V, F, 3, H, W]`` -> latents ``[B, V, T, 16, H/8, W/8]`` with the frozen VAE (fp32,
+        outside autocast); with ``clip_ids`` (``vae.latent_cache`` set) each clip through the cache."""
         with torch.no_grad(), torch.autocast(frames.device.type, enabled=False):
-            return self.vae.encode(frames.float(), max_videos=self.cfg.vae.max_videos).to(frames.device)
+            if clip_ids is None or self.latent_cache is None:
+                return self.vae.encode(frames.float(), max_videos=self.cfg.vae.max_videos).to(frames.device)
+            return torch.stack([
+                self.latent_cache.get_or_encode(k, f.float(), self.vae, max_videos=self.cfg.vae.max_videos).to(frames.device)
+                for k, f in zip(clip_ids, frames)
+            ])
 
     def loss(self, model, batch: VideoBatch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        """Rectified-flow loss of ``batch`` (noise and timesteps from ``generator``)."""
-        x0 = self.encode(batch["frames"])
-        reference = build_reference(x0, self.cells, static=batch["drop_time_ref"].to(x0.device), static_drop=self.cfg.reference.drop)
-        loss, stats = flow_matching_loss(model, x0, self.context(x0.shape[0], x0.device), reference, generator, self.sampling)
+        """Rectified-flow loss of ``batch`` (reference choice, caption dropout, noise and timesteps
+        from ``generator``)."""
+        x0 = self.encode(batch["frames"], batch.get("clip_ids"))
+        cells = self.choice.draw(x0.shape[0], generator)
+        reference = build_reference(x0, cells, static=batch["drop_time_ref"].to(x0.device), static_drop=self.cfg.reference.drop)
+        context = self.context(batch, x0.device, generator)
+        loss, stats = flow_matching_loss(model, x0, context, reference, generator, self.sampling, reference_mode=self.reference_mode)
         return loss, {k: float(v) for k, v in stats.items()}
 
     def batch_size_and_tokens(self, batch: VideoBatch) -> tuple[int, int]:
@@ -209,16 +243,39 @@ class VideoTask:
 
     # -------------------------------------------------------------- preview
     def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:
-        """Sample the first validation scene with ``preview.steps`` Euler steps from its references and
+        """Sample data item ``preview.index`` with ``preview.steps`` Euler steps from its caption and its
+        references (fixed-view row and freeze-time column; none when V = 1) and
         decode it: an image grid ``[3, H', W']`` (top: ground truth, bottom: sample; rows = views,
         columns = every ``preview.frame_stride``-th frame)."""
         device = next(model.parameters()).device
-        frames = self.source.sample(self.cfg.preview.index, self.num_frames)["frames"][None].to(device)
+        item = self.source.sample(self.cfg.preview.index, self.num_frames)
+        frames = item["frames"][None].to(device)
         x0 = self.encode(frames)
-        reference = build_reference(x0, self.cells)
-        latents = sample(model, x0.shape, self.context(1, device), reference, steps=self.cfg.preview.steps, shift=self.cfg.preview.shift, seed=self.cfg.preview.seed)
+        reference = build_reference(x0, self.cells) if x0.shape[1] > 1 else None
+        context = self.texts([item], None, device)
+        latents = sample(model, x0.shape, context, reference, steps=self.cfg.preview.steps, shift=self.cfg.preview.shift,
+                         seed=self.cfg.preview.seed, reference_mode=self.reference_mode)
         with torch.no_grad():
             decoded = self.vae.decode(latents.to(device))
         stride = self.cfg.preview.frame_stride
         rows = torch.cat([frames[0, :, ::stride], decoded[0, :, ::stride].clamp(0, 1)], 0)  # [2V, F', 3, H, W]
         return make_grid(rows.flatten(0, 1).float().cpu(), nrow=rows.shape[1], padding=1)
+
+
+def clip_id(scene: str, frames: torch.Tensor, vae_hash: str) -> str:
+    """Latent-cache key of one clip ``frames [V, F, 3, H, W]``: scene name, shape (views, frames,
+    resolution), a hash of the pixel values (so a different crop, frame window or view order is a
+    different clip) and the VAE's hash."""
+    V, F, _, H, W = frames.shape
+    digest = hashlib.sha256(frames.detach().cpu().contiguous().float().numpy().tobytes()).hexdigest()[:20]
+    return f"{scene}/v{V}_f{F}_{H}x{W}/{digest}/vae-{vae_hash}"
+
+
+def _module_hash(module: nn.Module) -> str:
+    """Short sha256 over a module's config and state dict (names, shapes, values): identifies the VAE."""
+    h = hashlib.sha256(repr(getattr(module, "config", "")).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]

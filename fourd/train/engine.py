@@ -40,7 +40,7 @@ class OptimConfig:
 
     ``lr``: peak learning rate; ``betas``, ``eps``, ``weight_decay``: AdamW's; ``warmup_steps``,
     ``min_lr_ratio``: warm-up + cosine to ``min_lr_ratio * lr`` at ``total_steps`` (the run length,
-    filled from the loop config); ``grad_clip``: max global L2 norm (0 = off);
+    filled from the loop config), or warm-up + constant LR with ``lr_schedule="constant"``; ``grad_clip``: max global L2 norm (0 = off);
     ``accumulation``: micro-batches per optimizer step.
     """
 
@@ -50,6 +50,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
+    lr_schedule: str = "cosine"
     grad_clip: float = 1.0
     accumulation: int = 1
     total_steps: int = 1000
@@ -145,7 +146,7 @@ class PlainEngine(Engine):
         self.cfg = cfg
         self.params = _trainable(module)
         self.optimizer = _adamw(self.params, cfg)
-        self.scheduler = build_lr_scheduler(self.optimizer, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
+        self.scheduler = build_lr_scheduler(self.optimizer, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio, cfg.lr_schedule)
         self._poisoned = False
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -204,7 +205,7 @@ class DeepSpeedEngine(Engine):
         config = _fill_ds_config(ds_config, cfg, micro_batch, dtype)
         params = _trainable(module)
         optimizer = _adamw(params, cfg)
-        scheduler = build_lr_scheduler(optimizer, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
+        scheduler = build_lr_scheduler(optimizer, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio, cfg.lr_schedule)
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
         self.ds, _, _, _ = deepspeed.initialize(model=module.to(device), optimizer=optimizer, lr_scheduler=scheduler, config=config)
         self.module = self.ds.module

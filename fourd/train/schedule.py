@@ -6,7 +6,9 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["warmup_cosine", "build_lr_scheduler", "StepSchedule"]
+__all__ = ["LR_SCHEDULES", "warmup_cosine", "warmup_constant", "build_lr_scheduler", "StepSchedule"]
+
+LR_SCHEDULES = ("cosine", "constant")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
@@ -24,11 +26,23 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` applying :func:`warmup_cosine` to every parameter group's base LR.
+def warmup_constant(step: int, warmup_steps: int) -> float:
+    """LR multiplier at optimizer step ``step`` (0-based): linear warm-up ``(step + 1) / warmup_steps``,
+    then a constant 1 (the paper's 4D fine-tuning schedule: "a warm-up schedule", App. B)."""
+    return (step + 1) / warmup_steps if step < warmup_steps else 1.0
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0,
+                       schedule: str = "cosine") -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` applying :func:`warmup_cosine` (``schedule="cosine"``) or :func:`warmup_constant`
+    (``"constant"``) to every parameter group's base LR.
 
     Stepped once per applied optimizer step (skipped steps do not advance it).
     """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown LR schedule {schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_constant(s, warmup_steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps, min_ratio))
 
 

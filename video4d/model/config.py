@@ -9,12 +9,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
-__all__ = ["DiTConfig", "PRESETS", "VARIANTS", "BACKENDS", "POSITION_MODES", "INITS", "ROPE_TABLE_LEN", "resolve_config"]
+__all__ = ["DiTConfig", "PRESETS", "VARIANTS", "BACKENDS", "POSITION_MODES", "INITS", "REFERENCE_MODES", "ROPE_TABLE_LEN", "resolve_config"]
 
 VARIANTS = ("fused", "full", "sequential", "parallel_blend", "parallel_linear")
 BACKENDS = ("auto", "split", "flex", "dense")
 POSITION_MODES = ("view_major", "diagonal")
 INITS = ("official", "random")
+REFERENCE_MODES = ("paper", "replace")  # see video4d.flow
 ROPE_TABLE_LEN = 1024  # positions per axis of Wan2.1's fixed RoPE table
 
 
@@ -32,7 +33,10 @@ class DiTConfig:
     (passed to :func:`video4d.attention.attend`), ``rope_position_mode`` and ``rope_t_max`` (frame
     position of cell (v, t) is ``v * rope_t_max + t`` in "view_major" mode, ``v + t`` in "diagonal"
     mode; see :func:`video4d.grid.collapsed_time_positions`), ``gradient_checkpointing`` (recompute
-    each block's activations in the backward pass).
+    each block's activations in the backward pass), ``reference_mode`` (how reference cells enter
+    the noisy input in training and sampling: ``"paper"`` noised latents, ``"replace"`` clean latents;
+    see :mod:`video4d.flow`; the forward adds the reference's patch embedding in both, and
+    :func:`video4d.sampler.sample` reads this field so a checkpoint is sampled as it was trained).
     """
 
     dim: int
@@ -51,6 +55,7 @@ class DiTConfig:
     rope_position_mode: str = "view_major"
     rope_t_max: int = 32
     gradient_checkpointing: bool = False
+    reference_mode: str = "paper"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -68,6 +73,7 @@ class DiTConfig:
         _check_choice("attention_variant", self.attention_variant, VARIANTS)
         _check_choice("attention_backend", self.attention_backend, BACKENDS)
         _check_choice("rope_position_mode", self.rope_position_mode, POSITION_MODES)
+        _check_choice("reference_mode", self.reference_mode, REFERENCE_MODES)
         if not 1 <= self.rope_t_max < ROPE_TABLE_LEN:
             raise ValueError(f"rope_t_max={self.rope_t_max} must be in 1..{ROPE_TABLE_LEN - 1} (RoPE table length)")
 

@@ -38,11 +38,17 @@ class WanDiT4D(nn.Module):
     :func:`video4d.grid.collapsed_time_positions`, then row, column), run through the blocks with the
     configured attention variant and projected back to latent patches.
 
-    Reference conditioning (paper §3.1, "grounded generation"): ``reference.latents`` are CLEAN
-    latents on the same grid; their patch embeddings (the same ``patch_embedding`` layer, bias
-    included) are ADDED to the noisy tokens' patch embeddings at the reference cells only
-    (``reference.cells``: ``[V, T]`` or per-sample ``[B, V, T]``; a fixed-view row and/or a
-    freeze-time column, either may be absent). Latents at other cells are never read.
+    Reference conditioning (paper §3.1, "grounded generation": "adding the patch embeddings of the
+    reference frames to the noised latent tokens"): ``reference.latents`` are CLEAN latents on the
+    same grid; their patch embeddings (the same ``patch_embedding`` layer, bias included) are ADDED
+    to the tokens of ``latents`` at the reference cells only (``reference.cells``: ``[V, T]`` or
+    per-sample ``[B, V, T]``; a fixed-view row and/or a freeze-time column, either may be absent).
+    Latents at other cells are never read. What ``latents`` holds at reference cells (noised, the
+    paper's form, or clean) is set by the caller (``config.reference_mode``, :mod:`video4d.flow`).
+    The bias is kept: "the patch embedding of a frame" is the layer's output, and the second bias is
+    the one content-independent marker of a reference token for the frozen pretrained layers (with
+    the bias dropped the sum would equal embedding ``x_sigma + x0``, indistinguishable from a target
+    cell holding those latents).
 
     Build it with :func:`video4d.model.load_dit`: the constructor leaves PyTorch's default init
     (so that meta-device builds for weight loading cost nothing); ``load_dit`` applies Wan's init
