@@ -5,9 +5,13 @@ Conventions (project-wide, matching VGGT):
 - Extrinsics are camera-from-world ``[R | t]`` of shape ``[..., 3, 4]`` (OpenCV: x right, y down,
   z forward); a world point ``X`` maps to camera coordinates ``R X + t``.
 - Intrinsics ``[..., 3, 3]`` are in pixels: ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``.
-- Pixel ``(u, v)`` is the integer column/row index; VGGT puts the principal point at
-  ``(W / 2, H / 2)`` with no +0.5 shift (a renderer with pixel centres at +0.5 must shift by half a
-  pixel on one side).
+- Pixel centres at +0.5 (one convention for the whole project: data, unprojection, training
+  targets, renderer, export): pixel ``(i, j)`` (column, row) covers ``[i, i + 1) x [j, j + 1)`` and
+  its centre is ``(u, v) = (i + 0.5, j + 0.5)``. The principal point of a centred camera is
+  ``(W / 2, H / 2)``, which is what VGGT's pose encoding decodes to: its symmetric field of view
+  ``fx = (W / 2) / tan(fov_w / 2)`` spans the pixel edges 0 and W. (Official VGGT unprojects the
+  integer index ``i`` with that principal point, half a pixel off its own frustum and off gsplat's
+  pixel centres; we do not.)
 - The pose encoding ``absT_quaR_FoV`` is ``[t (3), quaternion xyzw (4), fov_h, fov_w]`` (radians),
   with ``fy = (H / 2) / tan(fov_h / 2)`` and ``fx = (W / 2) / tan(fov_w / 2)``.
 - Gaussian quaternions are ``wxyz``; the pose encoding's quaternion is ``xyzw`` (VGGT's choice).
@@ -147,9 +151,10 @@ def cameras_to_pose_encoding(extrinsics: torch.Tensor, intrinsics: torch.Tensor,
 
 
 def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Integer pixel coordinates ``[H, W, 2]`` as ``(u, v)`` = (column, row), VGGT's convention."""
+    """Pixel-centre coordinates ``[H, W, 2]`` as ``(u, v)`` = (column + 0.5, row + 0.5), the project's convention."""
     v, u = torch.meshgrid(
-        torch.arange(height, device=device, dtype=dtype), torch.arange(width, device=device, dtype=dtype), indexing="ij"
+        torch.arange(height, device=device, dtype=dtype) + 0.5, torch.arange(width, device=device, dtype=dtype) + 0.5,
+        indexing="ij",
     )
     return torch.stack([u, v], dim=-1)
 
@@ -162,7 +167,7 @@ def camera_to_world_rotation(extrinsics: torch.Tensor) -> torch.Tensor:
 def unproject_depth(depth: torch.Tensor, extrinsics: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
     """Lift a depth map to world points.
 
-    Pixel ``(u, v)`` (integer coordinates, :func:`pixel_grid`) with depth ``d`` (z in the camera
+    Pixel ``(u, v)`` (its centre, ``(column + 0.5, row + 0.5)``, :func:`pixel_grid`) with depth ``d`` (z in the camera
     frame) becomes the camera point ``d * ((u - cx) / fx, (v - cy) / fy, 1)`` and the world point
     ``R^T (X_cam - t)``.
 
@@ -191,7 +196,8 @@ def project_points(points: torch.Tensor, extrinsics: torch.Tensor, intrinsics: t
         extrinsics: ``[..., 3, 4]`` camera-from-world.
         intrinsics: ``[..., 3, 3]`` in pixels.
     Returns:
-        pixels ``[..., N, 2]`` as ``(u, v)`` in VGGT's integer-pixel convention, and z-depth ``[..., N]``.
+        pixels ``[..., N, 2]`` as ``(u, v)`` (pixel ``(i, j)`` has its centre at ``(i + 0.5, j + 0.5)``), and
+        z-depth ``[..., N]``.
     """
     cam = points @ extrinsics[..., :3, :3].transpose(-1, -2) + extrinsics[..., None, :3, 3]
     pix = cam @ intrinsics.transpose(-1, -2)

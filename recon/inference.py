@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from fourd.data.transforms import ResizeCrop
 from recon.export import export_sequence
 from recon.geometry import matrix_to_quat_wxyz, quat_multiply_wxyz
 from recon.model import Gaussians
@@ -34,6 +35,8 @@ __all__ = [
     "camera_path",
     "reconstruct",
     "export_scene",
+    "fit_frames",
+    "select_times",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,13 +109,13 @@ def reconstruct(model: torch.nn.Module, frames: torch.Tensor) -> dict[str, Any]:
 
     Returns ``gaussians`` (:class:`recon.model.Gaussians` ``[1, T, N]`` in the reference frame of
     each timestep), ``extrinsics [V, T, 3, 4]`` (relative to that reference camera) and
-    ``intrinsics [V, T, 3, 3]`` (pixel centres at +0.5; non-finite or non-positive predicted focal
-    lengths, which only an untrained model produces, are replaced by a 60 degree field of view).
+    ``intrinsics [V, T, 3, 3]`` (as predicted, pixel centres at +0.5 like the unprojection; non-finite
+    or non-positive predicted focal lengths, which only an untrained model produces, are replaced by
+    a 60 degree field of view).
     """
     out = model(frames[None])
     g = gaussians_in_reference_frame(out.gaussians, out.extrinsics[:, 0], torch.ones(1, device=frames.device))
-    K = out.intrinsics[0].clone()
-    K[..., :2, 2] += 0.5
+    K = out.intrinsics[0].clone()  # already pixel centres at +0.5 (recon.geometry: one convention), no shift
     focal = K[..., [0, 1], [0, 1]]
     bad = ~(torch.isfinite(focal) & (focal > 0))
     if bool(bad.any()):
@@ -148,3 +151,21 @@ def export_scene(model: torch.nn.Module, frames: torch.Tensor, out_dir: str, pat
     cameras = {"extrinsics": ext[:, 0], "intrinsics": K[:, 0], "width": W, "height": H}
     renders = {"novel_views": novel_views.permute(0, 2, 3, 1), "novel_times": novel_times.permute(0, 2, 3, 1)}
     return export_sequence(out_dir, per_t, cameras, renders, fps)
+
+
+# -------------------------------------------------------------------------------- input frames
+def select_times(num_frames: int, stride: int) -> list[int]:
+    """Frame indices the reconstructor sees: every ``stride``-th of ``num_frames`` (``0, stride, ...``)."""
+    if stride < 1 or num_frames < 1:
+        raise ValueError(f"frame stride {stride} and frame count {num_frames} must be >= 1")
+    return list(range(0, num_frames, stride))
+
+
+def fit_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Frames ``[..., 3, H, W]`` -> ``[..., 3, h, w]`` for ``size = (h, w)``, resized (aspect kept) and
+    centre-cropped exactly as the training data (:class:`fourd.data.transforms.ResizeCrop`); h and w
+    must be multiples of the reconstructor's patch size 14."""
+    h, w = size
+    if h % 14 or w % 14:
+        raise ValueError(f"reconstructor input size {h}x{w} must be multiples of the patch size 14")
+    return ResizeCrop.plan(tuple(frames.shape[-2:]), (h, w), "center").frames(frames)

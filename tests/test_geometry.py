@@ -72,12 +72,13 @@ def test_unprojection_matches_a_hand_made_pinhole_example():
     depth = torch.full((60, 70), 2.0)
     depth[20, 30] = 4.0
     points = unproject_depth(depth, extrinsics, K)
-    cam = torch.tensor([(30 - 50) / 100 * 4.0, (20 - 40) / 80 * 4.0, 4.0])  # pixel (u=30, v=20)
+    # pixel (column 30, row 20) has its centre at (30.5, 20.5): pixel centres at +0.5 like the data and gsplat
+    cam = torch.tensor([(30.5 - 50) / 100 * 4.0, (20.5 - 40) / 80 * 4.0, 4.0])
     torch.testing.assert_close(points[20, 30], RZ90.T @ (cam - t))
     pix, z = project_points(points[20, 30][None], extrinsics, K)
-    torch.testing.assert_close(pix[0], torch.tensor([30.0, 20.0]))
+    torch.testing.assert_close(pix[0], torch.tensor([30.5, 20.5]))
     torch.testing.assert_close(z[0], torch.tensor(4.0))
-    torch.testing.assert_close(points[0, 0], RZ90.T @ (torch.tensor([-1.0, -1.0, 2.0]) - t))
+    torch.testing.assert_close(points[0, 0], RZ90.T @ (torch.tensor([-0.99, -0.9875, 2.0]) - t))
 
 
 def test_unprojection_batched_round_trip():
@@ -90,6 +91,6 @@ def test_unprojection_batched_round_trip():
     )
     points = unproject_depth(depth, extrinsics, intrinsics).reshape(B, H * W, 3)
     pix, z = project_points(points, extrinsics, intrinsics)
-    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5, indexing="ij")
     torch.testing.assert_close(pix, torch.stack([u, v], -1).reshape(1, H * W, 2).expand(B, -1, -1))
     torch.testing.assert_close(z, depth.reshape(B, -1))
