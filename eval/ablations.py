@@ -14,6 +14,7 @@ Training runs go to ``<out_dir>/train/<variant>`` through :func:`fourd.train.hyd
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -56,6 +57,10 @@ def train_variant(train_cfg: DictConfig, make_task: Callable[[Any], Any], run_di
     return full[0], made["task"]
 
 
+def _run_dir(out_dir: str, variant: str) -> str:
+    return os.path.join(out_dir, "train", re.sub(r"[^A-Za-z0-9_.-]+", "_", variant))
+
+
 def _synthetic_scenes(cfg: DictConfig, views: int, frames: int, height: int, width: int):
     from fourd.data import generate_scene
 
@@ -74,7 +79,7 @@ def attention_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[st
     for i, variant in enumerate(b.variants):
         overrides = ["launcher=plain", f"model.attention_variant={variant}", *b.train_overrides]
         train_cfg = compose_training("train_video4d", overrides)
-        weights, task = train_variant(train_cfg, lambda env, c=train_cfg: VideoTask(c, env), os.path.join(out_dir, "train", variant))
+        weights, task = train_variant(train_cfg, lambda env, c=train_cfg: VideoTask(c, env), _run_dir(out_dir, variant))
         model_cfg = {k: v for k, v in OmegaConf.to_container(train_cfg.model, resolve=True).items()
                      if k not in ("weights", "trainable", "init", "init_seed")}
         trained = Models(cfg)
@@ -83,7 +88,7 @@ def attention_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[st
         d = train_cfg.data
         frames = int(train_cfg.schedule.frames[-1][1])
         clips = (datasets.Clip(s.name, s.frames) for s in _synthetic_scenes(cfg, d.views, frames, d.height, d.width))
-        board = generation_table(cfg, trained, clips, board, method=f"{variant} ({train_cfg.train.steps} steps)", baselines=i == 0)
+        board = generation_table(cfg, trained, clips, board, method=f"{variant} ({train_cfg.train.steps} steps)", baselines=i == len(b.variants) - 1)
     return {"generation (attention ablation)": board}
 
 
@@ -99,7 +104,7 @@ def recon_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, S
         overrides = ["launcher=plain", "stage=dynamic", "scene_export.enabled=false",
                      *[f"recon_model.{k}={v}" for k, v in settings.items()], *b.train_overrides]
         train_cfg = compose_training("train_recon", overrides)
-        weights, _ = train_variant(train_cfg, lambda env, c=train_cfg: ReconTask(c, env), os.path.join(out_dir, "train", variant))
+        weights, _ = train_variant(train_cfg, lambda env, c=train_cfg: ReconTask(c, env), _run_dir(out_dir, variant))
         node = OmegaConf.to_container(train_cfg.recon_model, resolve=True)
         trained = Models(cfg)
         trained.recon = load_reconstructor({k: v for k, v in node.items() if k not in LOADER_KEYS}, weights=weights).to(trained.device).eval()
@@ -107,7 +112,7 @@ def recon_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, S
         inputs, targets = split_views(d.input_views + d.target_views, d.input_views)
         clips = ((datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics), inputs, targets, s.depth)
                  for s in _synthetic_scenes(cfg, d.input_views + d.target_views, d.num_frames, d.height, d.width))
-        nvs_tables(cfg, trained, clips, boards, suffix=" (reconstructor ablation)", method=variant, baselines=i == 0)
+        nvs_tables(cfg, trained, clips, boards, suffix=" (reconstructor ablation)", method=variant, baselines=i == len(b.variants) - 1)
     return boards
 
 

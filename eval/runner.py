@@ -41,6 +41,9 @@ def _settings_line(cfg: DictConfig) -> str:
     def model(node: DictConfig, key: str) -> str:
         return f"{node[key]} ({'weights ' + os.path.basename(str(node.weights)) if node.weights else 'untrained: random init'})"
 
+    if cfg.benchmark.name.startswith("ablation"):
+        return (f"each row trained from the tiny training configs + benchmark.train_overrides {list(cfg.benchmark.train_overrides)}; "
+                f"sampler {cfg.sampler.steps} steps; device {cfg.device}")
     return (f"DiT {model(cfg.dit, 'preset')}, VAE {model(cfg.vae, 'config')}, reconstructor {model(cfg.recon, 'preset')}; "
             f"sampler {cfg.sampler.steps} steps, shift {cfg.sampler.shift}; device {cfg.device}")
 

@@ -8,12 +8,14 @@ never computed with random weights: their column reads ``"n/a (no <file>)"``.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import fsspec
 import torch
 
-from fourd.metrics import BACKBONE_FILES, lpips, psnr, ssim
+from fourd.metrics import BACKBONE_FILES, backbone_cache_path, lpips, psnr, ssim
 from fourd.weights import WeightsNotFoundError
 
 __all__ = ["MetricSpec", "Scoreboard", "grid_psnr"]
@@ -24,7 +26,8 @@ class MetricSpec:
     """Which image metrics to compute.
 
     ``lpips_weights``: fsspec URL of the torchvision LPIPS backbone (``vgg16-397923af.pth`` for
-    ``lpips_net="vgg"``); None looks in the torch hub cache and reports ``n/a`` when it is not there.
+    ``lpips_net="vgg"``); None looks in the torch hub cache and reports ``n/a`` when it is not there
+    (a named file that is missing raises :class:`fourd.weights.WeightsNotFoundError`).
     ``max_ssim_window``: SSIM's Gaussian window (11), shrunk to the image size for tiny images.
     """
 
@@ -75,13 +78,24 @@ class Scoreboard:
         window = min(self.spec.max_ssim_window, pred.shape[-1], pred.shape[-2])
         row.setdefault("psnr", []).append(psnr(pred, gt))
         row.setdefault("ssim", []).append(ssim(pred, gt, window_size=window))
-        if "lpips" in self.unavailable:
-            return
-        try:
+        if self._lpips_available():
             row.setdefault("lpips", []).append(lpips(pred, gt, net=self.spec.lpips_net, weights=self.spec.lpips_weights))
-        except WeightsNotFoundError:
-            row.pop("lpips", None)
-            self.unavailable["lpips"] = f"n/a (no {BACKBONE_FILES[self.spec.lpips_net]})"
+
+    def _lpips_available(self) -> bool:
+        """Whether LPIPS's backbone file exists (checked before building the network); records the
+        ``n/a`` reason when it does not. A file the user named that is missing is an error."""
+        if "lpips" in self.unavailable:
+            return False
+        net, weights = self.spec.lpips_net, self.spec.lpips_weights
+        if weights is not None:
+            fs, path = fsspec.core.url_to_fs(weights)
+            if not fs.exists(path):
+                raise WeightsNotFoundError(f"metrics.lpips_weights={weights} does not exist (the LPIPS {net} backbone, {BACKBONE_FILES[net]})")
+            return True
+        if os.path.exists(backbone_cache_path(net)):
+            return True
+        self.unavailable["lpips"] = f"n/a (no {BACKBONE_FILES[net]})"
+        return False
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per method: ``{"method", "psnr", "ssim", "lpips", "images", **extra}`` (means over images;
