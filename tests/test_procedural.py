@@ -116,3 +116,13 @@ def test_caption_round_trip_through_the_scene_format():
     scene.caption = None
     write_scene(scene, "memory://procedural_caption/none")
     assert read_scene("memory://procedural_caption/none").caption is None
+
+
+def test_every_caption_word_is_in_the_tiny_text_encoders_word_list():
+    from fourd.data.procedural import scene_spec, caption
+    from video4d.text_encoder.tokenizer import tiny_words
+
+    words = set(tiny_words())
+    used = {w for seed in range(200) for kind, views in (("monocular", 1), ("dynamic", 4), ("static", 3))
+            for w in caption(scene_spec(seed, kind), views).split()}
+    assert used <= words, sorted(used - words)

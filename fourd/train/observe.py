@@ -19,7 +19,7 @@ import torch
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-__all__ = ["Observer", "read_metrics", "losses_by_step"]
+__all__ = ["Observer", "read_metrics", "losses_by_step", "plot_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +95,39 @@ def losses_by_step(run_dir: str) -> dict[int, float]:
     """``{step: loss}`` from ``metrics.jsonl``, the last record of each step winning."""
     return {row["step"]: row["loss"] for row in read_metrics(run_dir)}
 
+
+
+def plot_metrics(run_dir: str, out: str, keys: tuple[str, ...] = ("loss",), smooth: int = 1, log_y: bool = False, title: Optional[str] = None) -> str:
+    """Plot ``keys`` of ``run_dir/metrics.jsonl`` against the step into the PNG ``out`` (one panel per
+    key; ``smooth`` > 1 adds a centred moving average over that many steps). Returns ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {row["step"]: row for row in read_metrics(run_dir)}  # the last record of each step wins
+    steps = sorted(rows)
+    missing = [k for k in keys if not any(k in rows[s] for s in steps)]
+    if missing:
+        raise ValueError(f"{run_dir}/metrics.jsonl has no {missing}; recorded keys: {sorted(rows[steps[0]]) if steps else []}")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        xs = [s for s in steps if key in rows[s]]
+        ys = torch.tensor([float(rows[s][key]) for s in xs])
+        ax.plot(xs, ys, lw=0.6, alpha=0.5 if smooth > 1 else 1.0, label=key)
+        if smooth > 1 and len(ys) >= smooth:
+            avg = torch.nn.functional.avg_pool1d(ys[None, None], smooth, 1, smooth // 2, count_include_pad=False)[0, 0][: len(xs)]
+            ax.plot(xs, avg, lw=1.5, label=f"{key} ({smooth}-step mean)")
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        if log_y:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
