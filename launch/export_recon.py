@@ -21,10 +21,9 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from recon.inference import export_scene
+from recon.inference import export_scene, fit_frames
 from recon.train_task import LOADER_KEYS, ReconTask, split_views
 
 __all__ = ["export_from_config"]
@@ -44,11 +43,7 @@ def _scene_frames(cfg: DictConfig, task: ReconTask) -> torch.Tensor:
     frames = read_scene(node.scene, with_depth=False, with_masks=False).frames
     if node.views is not None:
         frames = frames[list(node.views)]
-    V, T, C, H, W = frames.shape
-    if (H, W) != (data.height, data.width):
-        frames = F.interpolate(frames.flatten(0, 1), size=(data.height, data.width), mode="bilinear", antialias=True, align_corners=False)
-        frames = frames.reshape(V, T, C, data.height, data.width).clamp(0, 1)
-    return frames
+    return fit_frames(frames, (data.height, data.width))
 
 
 def export_from_config(cfg: DictConfig, weights: str, out_dir: str) -> list[str]:

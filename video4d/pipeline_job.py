@@ -1,0 +1,299 @@
+"""The inference job behind ``launch/infer.py``: inputs -> grid (video4d.pipeline) -> Gaussians
+(recon.inference) -> files, for one input or a batch, sharded across ranks under torchrun/deepspeed.
+
+Per input ``<name>`` the files go to ``<out_root>/<name>/`` (``configs/infer.yaml`` lists them):
+``grid.png``, ``views/view_{v}.mp4``, ``scene/`` (the decoded grid in the scene format of
+docs/data_format.md), ``gaussians_t{t:04d}.ply``, ``cameras.json``, ``novel_views.mp4``,
+``novel_times.mp4`` and ``summary.json`` (settings, seconds and peak memory per stage, sha256 of
+the weight files). They are written into ``<out_root>/.<name>.partial-<id>`` and renamed to
+``<name>`` only when everything succeeded; a failure removes the partial directory, so a directory
+named like an input is always complete. A batch reports each failing item in one line, skips it,
+and ends with a table (also ``batch_summary.json``).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import shutil
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import fsspec
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fourd.stages import StageRecorder
+from fourd.video_io import VIDEO_SUFFIXES, InputError, check_frame_count, read_images, read_video
+from video4d.pipeline import GenerationSettings, encode_text, frames_to_image, generate
+
+__all__ = ["Item", "resolve_items", "run_inference", "DTYPES"]
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+STAGES = ("all", "generate", "reconstruct")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: ``video`` URL (with ``stages=reconstruct``: a grid in the scene format), optional
+    ``freeze_time`` image folder, ``prompt`` (None: read a caption next to the video, else "")."""
+
+    name: str
+    video: str
+    freeze_time: Optional[str] = None
+    prompt: Optional[str] = None
+
+
+def _stem(url: str) -> str:
+    base = posixpath.basename(url.rstrip("/"))
+    return posixpath.splitext(base)[0] if base.lower().endswith(VIDEO_SUFFIXES) else base
+
+
+def resolve_items(cfg: DictConfig) -> list[Item]:
+    """The inputs of ``cfg.input``: ``input.list`` (a text file, one ``video [| freeze_time [| prompt]]``
+    per line, ``#`` comments; or a folder whose videos / sub-folders are the items) or the single
+    ``input.video`` / ``input.freeze_time`` / ``prompt``."""
+    node = cfg.input
+    if node.list is None:
+        if node.video is None:
+            raise InputError("no input: set input.video=<video or folder of frames> (or input.list=<file or folder> for a batch)")
+        return [Item(_stem(node.video), node.video, node.freeze_time, cfg.prompt)]
+    fs, path = fsspec.core.url_to_fs(node.list)
+    if not fs.exists(path):
+        raise InputError(f"input.list not found: {node.list}")
+    if fs.isdir(path):
+        urls = sorted(p for p in fs.ls(path, detail=False) if fs.isdir(p) or p.lower().endswith(VIDEO_SUFFIXES))
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        rows = [[u if protocol == "file" else f"{protocol}://{u}"] for u in urls]
+    else:
+        lines = fs.cat_file(path).decode("utf-8").splitlines()
+        rows = [[f.strip() for f in line.split("|")] for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not rows:
+        raise InputError(f"input.list {node.list} holds no inputs")
+    items = []
+    for i, row in enumerate(rows):
+        freeze = row[1] if len(row) > 1 and row[1] else None
+        prompt = row[2] if len(row) > 2 else cfg.prompt
+        items.append(Item(f"{i:04d}_{_stem(row[0])}", row[0], freeze, prompt))
+    return items
+
+
+def _caption(item: Item) -> str:
+    """The item's prompt, else ``<stem>.txt`` or ``caption.txt`` next to (or inside) the video, else ""."""
+    if item.prompt is not None:
+        return item.prompt
+    fs, path = fsspec.core.url_to_fs(item.video)
+    path = path.rstrip("/")
+    folder = path if fs.isdir(path) else posixpath.dirname(path)
+    for candidate in (posixpath.splitext(path)[0] + ".txt", posixpath.join(folder, "caption.txt")):
+        if fs.isfile(candidate):
+            return fs.cat_file(candidate).decode("utf-8").strip()
+    return ""
+
+
+def _sha256(url: str) -> str:
+    """sha256 of a file, or of the sorted files of a folder (name + bytes), read through fsspec."""
+    fs, path = fsspec.core.url_to_fs(url)
+    files = sorted(fs.find(path)) if fs.isdir(path) else [path]
+    digest = hashlib.sha256()
+    for f in files:
+        if len(files) > 1:
+            digest.update(posixpath.relpath(f, path).encode())
+        with fs.open(f, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _committed(root: str, name: str, overwrite: bool) -> Iterator[str]:
+    """A fresh partial directory renamed to ``root/name`` on success, removed on failure."""
+    final = os.path.join(root, name)
+    if os.path.exists(final) and not overwrite:
+        raise InputError(f"output {final} exists: choose another output.dir or set output.overwrite=true")
+    partial = os.path.join(root, f".{name}.partial-{uuid.uuid4().hex[:8]}")
+    os.makedirs(partial)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(partial, final)
+
+
+class Models:
+    """The models a run needs (None where a stage does not run), loaded once, and their weight hashes."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device, recorder: StageRecorder):
+        from video4d import load_dit, load_text_encoder, load_vae
+
+        dtype = DTYPES[cfg.dtype]
+        generate_stage, recon_stage = cfg.stages in ("all", "generate"), cfg.stages in ("all", "reconstruct")
+        self.dit = self.vae = self.text_encoder = self.reconstructor = None
+        weights = {}
+        with recorder.stage("load_models"):
+            if generate_stage:
+                torch.manual_seed(cfg.dit.init_seed)
+                config = None if cfg.dit.preset is None else {"preset": cfg.dit.preset, "attention_backend": cfg.dit.attention_backend}
+                init = "random" if cfg.dit.weights is None else "official"
+                self.dit = load_dit(config, weights=cfg.dit.weights, init=init, device="cpu", dtype=dtype).eval()
+                torch.manual_seed(cfg.vae.init_seed)
+                self.vae = load_vae(cfg.vae.config, weights=cfg.vae.weights, device="cpu", dtype=dtype)
+                weights |= {"dit": cfg.dit.weights, "vae": cfg.vae.weights}
+                if cfg.context_file is None:
+                    te = cfg.text_encoder
+                    self.text_encoder = load_text_encoder(te.config, weights=te.weights, tokenizer=te.tokenizer, device="cpu", dtype=te.dtype)
+                    weights |= {"text_encoder": te.weights, "tokenizer": te.tokenizer}
+            if recon_stage:
+                from recon.model import load_reconstructor
+
+                torch.manual_seed(cfg.reconstructor.init_seed)
+                self.reconstructor = load_reconstructor(cfg.reconstructor.config, weights=cfg.reconstructor.weights).to(dtype=dtype).eval()
+                weights["reconstructor"] = cfg.reconstructor.weights
+        recorder.place(self.dit, self.vae, self.text_encoder, self.reconstructor)
+        self.weights = {k: v for k, v in weights.items() if v is not None}
+        self.hashes: dict[str, str] = {}
+        if cfg.output.hash_weights and self.weights:
+            with recorder.stage("hash_weights"):
+                self.hashes = {k: _sha256(v) for k, v in self.weights.items()}
+
+
+def _contexts(cfg: DictConfig, models: Models, prompt: str, device: torch.device) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Prompt context ``[1, text_len, D]`` and CFG negative ``[1, text_len, D]`` (None if not given) on ``device``."""
+    from video4d.text_context import load_context, pad_contexts
+
+    text_len, text_dim = models.dit.config.text_len, models.dit.config.text_dim
+    if cfg.context_file is not None:
+        context = pad_contexts([load_context(cfg.context_file, text_dim).float()], text_len)
+        negative = None
+        if cfg.negative_context_file is not None:
+            negative = pad_contexts([load_context(cfg.negative_context_file, text_dim).float()], text_len)
+        return context.to(device), None if negative is None else negative.to(device)
+    context, negative = encode_text(models.text_encoder, [prompt], cfg.negative_prompt, text_len)
+    return context.to(device), negative.to(device)
+
+
+def _settings(cfg: DictConfig, has_freeze: bool) -> GenerationSettings:
+    mode = ("both" if has_freeze else "monocular") if cfg.mode == "auto" else cfg.mode
+    if cfg.sampler.name != "euler":
+        raise InputError(f"sampler.name={cfg.sampler.name!r}: only 'euler' (rectified-flow Euler) is implemented")
+    s = cfg.sampler
+    return GenerationSettings(mode=mode, views=cfg.views, steps=s.steps, shift=s.shift, guidance=s.guidance,
+                              guidance_single=s.guidance_single, seed=s.seed, decode_chunk=cfg.vae.decode_chunk,
+                              max_videos=cfg.vae.max_videos, progress=s.progress)
+
+
+def _generate_item(cfg: DictConfig, models: Models, item: Item, out: str, device: torch.device, recorder: StageRecorder) -> torch.Tensor:
+    """Read the item, generate its grid and write grid.png, views/*.mp4, scene/; returns frames ``[V, F, 3, H, W]``."""
+    from fourd.data import Scene, write_scene
+    from recon.export import save_video
+
+    size = (cfg.height, cfg.width)
+    with recorder.stage("read_input"):
+        video = read_video(item.video, cfg.frames, size, cfg.input.stride)[None]
+        freeze = None if item.freeze_time is None else read_images(item.freeze_time, cfg.views, size)[None]
+        prompt = _caption(item)
+    settings = _settings(cfg, freeze is not None)
+    with recorder.stage("text_encode", models.text_encoder):
+        context, negative = _contexts(cfg, models, prompt, device)
+    result = generate(models.dit, models.vae, video, context, settings, negative, freeze, recorder)
+    frames = result["frames"][0]  # [V, F, 3, H, W]
+    with recorder.stage("write_grid"):
+        import imageio.v3 as iio
+
+        iio.imwrite(os.path.join(out, "grid.png"), frames_to_image(frames[:, :: cfg.output.grid_stride]).numpy())
+        for v in range(frames.shape[0]):
+            save_video(os.path.join(out, "views", f"view_{v}.mp4"), frames[v].permute(0, 2, 3, 1), cfg.output.fps)
+        write_scene(Scene(name=item.name, kind="dynamic", frames=frames, fps=cfg.output.fps, caption=prompt), os.path.join(out, "scene"))
+    return frames
+
+
+def _reconstruct_item(cfg: DictConfig, models: Models, frames: torch.Tensor, out: str, device: torch.device, recorder: StageRecorder) -> int:
+    """Reconstruct the chosen timesteps of ``frames [V, F, 3, H, W]`` and export PLYs, cameras.json and mp4s; returns T."""
+    from recon.inference import export_scene, fit_frames, select_times
+
+    r = cfg.reconstructor
+    grid = fit_frames(frames[:, select_times(frames.shape[1], r.frame_stride)], (r.height, r.width))
+    with recorder.stage("reconstruct", models.reconstructor):
+        export_scene(models.reconstructor, grid.to(device, DTYPES[cfg.dtype]), out, r.path_frames, r.time, cfg.output.fps, list(r.background))
+    return grid.shape[1]
+
+
+def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: torch.device, load: StageRecorder) -> dict[str, Any]:
+    recorder = StageRecorder(device, cfg.offload)
+    with _committed(root, item.name, cfg.output.overwrite) as out:
+        if cfg.stages == "reconstruct":
+            from fourd.data import read_scene
+
+            with recorder.stage("read_input"):
+                try:
+                    frames = read_scene(item.video, with_depth=False, with_masks=False).frames
+                except (ValueError, RuntimeError) as e:
+                    raise InputError(f"cannot read the grid {item.video} for stages=reconstruct ({e})") from None
+        else:
+            frames = _generate_item(cfg, models, item, out, device, recorder)
+        timesteps = _reconstruct_item(cfg, models, frames, out, device, recorder) if cfg.stages != "generate" else 0
+        summary = {
+            "item": {"name": item.name, "video": item.video, "freeze_time": item.freeze_time, "prompt": item.prompt},
+            "grid": {"views": frames.shape[0], "frames": frames.shape[1], "height": frames.shape[-2], "width": frames.shape[-1],
+                     "reconstructed_timesteps": timesteps},
+            "stages": {**load.stages, **recorder.stages},
+            "weights": {k: {"url": v, "sha256": models.hashes.get(k)} for k, v in models.weights.items()},
+            "settings": OmegaConf.to_container(cfg, resolve=True),
+            "device": str(device), "torch": torch.__version__,
+        }
+        with open(os.path.join(out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+    log.info("%s: done\n%s", item.name, recorder.table())
+    return summary
+
+
+def _check(cfg: DictConfig) -> None:
+    if cfg.stages not in STAGES:
+        raise InputError(f"stages={cfg.stages!r} is not one of {', '.join(STAGES)}")
+    if cfg.dtype not in DTYPES:
+        raise InputError(f"dtype={cfg.dtype!r} is not one of {', '.join(DTYPES)}")
+    if cfg.stages != "reconstruct":
+        check_frame_count(cfg.frames)
+        if cfg.height % 16 or cfg.width % 16:
+            raise InputError(f"height x width = {cfg.height}x{cfg.width} must be multiples of 16 (VAE factor 8 x patch 2)")
+
+
+def run_inference(cfg: DictConfig, out_root: str) -> int:
+    """Run every input of ``cfg`` (``configs/infer.yaml``) that belongs to this rank; returns the
+    number of failed items (each reported in one line; a table of all items is logged at the end)."""
+    from fourd.train.distributed import dist_env
+    from tqdm.auto import tqdm
+
+    _check(cfg)
+    env = dist_env()
+    device = env.device if cfg.device == "auto" else torch.device(cfg.device)
+    items = resolve_items(cfg)[env.rank :: env.world_size]
+    os.makedirs(out_root, exist_ok=True)
+    load = StageRecorder(device, cfg.offload)
+    models = Models(cfg, device, load)
+    rows = []
+    for item in tqdm(items, desc="inputs", disable=len(items) < 2):
+        try:
+            summary = _run_item(cfg, models, item, out_root, device, load)
+            seconds = sum(s["seconds"] for s in summary["stages"].values())
+            rows.append({"item": item.name, "status": "ok", "seconds": round(seconds, 2), "detail": os.path.join(out_root, item.name)})
+        except Exception as e:  # a batch reports and skips a failing item
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.error("%s FAILED: %s: %s", item.name, type(e).__name__, message)
+            log.debug("traceback of %s", item.name, exc_info=True)
+            rows.append({"item": item.name, "status": "failed", "seconds": None, "detail": f"{type(e).__name__}: {message}"})
+    failed = sum(r["status"] != "ok" for r in rows)
+    name = "batch_summary.json" if env.world_size == 1 else f"batch_summary_rank{env.rank}.json"
+    with open(os.path.join(out_root, name), "w") as f:
+        json.dump({"rank": env.rank, "world_size": env.world_size, "items": rows}, f, indent=1)
+    table = "\n".join(f"{r['item']:<32} {r['status']:<7} {r['seconds'] if r['seconds'] is not None else '-':>8}  {r['detail']}" for r in rows)
+    log.info("rank %d: %d of %d inputs ok\n%s", env.rank, len(rows) - failed, len(rows), table)
+    return failed
