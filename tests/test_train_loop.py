@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 import os
 
@@ -86,6 +87,23 @@ def test_warmup_cosine_values():
     expected = [2.0 * warmup_cosine(s, 4, 12) for s in range(6)]
     assert seen == pytest.approx(expected)
     assert seen[5] == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 1 / 8)))
+
+
+def test_warmup_constant_schedule_is_the_video_default():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = build_lr_scheduler(opt, 4, 12, schedule="constant")
+    seen = []
+    for _ in range(20):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([0.5, 1.0, 1.5] + [2.0] * 17)  # warm-up, then constant past total_steps
+    with pytest.raises(ValueError, match="LR schedule"):
+        build_lr_scheduler(opt, 4, 12, schedule="linear")
+    from omegaconf import OmegaConf
+
+    video = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "train_video4d.yaml")
+    assert video.optim.lr_schedule == "constant"
 
 
 def test_step_schedule_and_errors():

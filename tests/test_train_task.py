@@ -56,3 +56,81 @@ def test_mixture_source_follows_clip_length(tmp_path):
     assert torch.equal(source.sample(1, 9)["frames"], source.sample(1, 9)["frames"])  # deterministic in position
     with pytest.raises(ValueError, match="unknown type"):
         MixtureSource({"x": {"type": "nope", "scenes": [urls[0]], "ratio": 1.0}}, 2, 16, 16)
+
+
+class _CountingEncoder:
+    """Stand-in text encoder: a prompt becomes one row per word (the word's length and a hash)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, prompts):
+        self.calls.extend(prompts)
+        return [torch.tensor([[float(len(w)), float(hash(w) % 97)] + [0.0] * 30 for w in p.split()] + [[1.0] * 32]) for p in prompts]
+
+
+def test_caption_contexts_encode_once_per_scene_and_drop_to_the_encoded_empty_prompt():
+    from video4d.text_context import CaptionContexts
+
+    enc = _CountingEncoder()
+    texts = CaptionContexts(32, 8, encoder=enc, dropout=0.25)
+    assert enc.calls == [""]  # the empty prompt, encoded once up front (not zeros)
+    samples = [{"scene": "a", "caption": "red cube left"}, {"scene": "b", "caption": "blue ball"}, {"scene": "a", "caption": "red cube left"}]
+    ctx = texts(samples, device="cpu")  # no generator: no dropout
+    assert ctx.shape == (3, 8, 32) and enc.calls == ["", "red cube left", "blue ball"]
+    torch.testing.assert_close(ctx[0, :4], enc.encode(["red cube left"])[0])
+    assert torch.equal(ctx[0], ctx[2]) and not torch.equal(ctx[0], ctx[1])
+    empty = torch.nn.functional.pad(enc.encode([""])[0], (0, 0, 0, 7))
+    g = torch.Generator().manual_seed(0)
+    drawn = torch.cat([texts(samples, g) for _ in range(2000)])
+    dropped = (drawn == empty).all(dim=(1, 2))
+    assert abs(float(dropped.float().mean()) - 0.25) < 0.02
+    assert bool(empty[0].any())  # the empty-prompt embedding is not zeros
+    with pytest.raises(ValueError, match="empty_context_file"):
+        CaptionContexts(32, 8, context_file="unused.safetensors", dropout=0.1)
+
+
+def _task(tmp_path, *overrides):
+    from fourd.train.distributed import dist_env
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="train_video4d", overrides=["launcher=plain", "data.height=16", "data.width=16", *overrides])
+    task = VideoTask(cfg, dist_env())
+    task.build_model()
+    return task
+
+
+def test_per_scene_context_files_and_latent_cache_encode_each_clip_once(tmp_path):
+    from video4d.text_context import save_context
+
+    save_context(str(tmp_path / "empty.safetensors"), torch.full((2, 32), -1.0))
+    task = _task(tmp_path, "data.num_scenes=2", f"vae.latent_cache={tmp_path / 'latents'}", f"text.context_root={tmp_path / 'ctx'}",
+                 f"text.empty_context_file={tmp_path / 'empty.safetensors'}")
+    batch = task.next_batch(2, torch.device("cpu"))
+    names = batch["scenes"]
+    assert names[0] != names[1]
+    for i, scene in enumerate(names):  # contexts are read lazily, once per scene
+        save_context(str(tmp_path / "ctx" / f"{scene}.safetensors"), torch.full((3, 32), float(i + 1)))
+    ctx = task.context(batch, torch.device("cpu"))
+    assert ctx.shape == (2, 8, 32) and [float(ctx[i, 0, 0]) for i in range(2)] == [1.0, 2.0] and not ctx[:, 3:].any()
+    dropped = task.texts([{"scene": names[0]}] * 400, torch.Generator().manual_seed(0))
+    assert abs(float((dropped[:, 0, 0] == -1).float().mean()) - 0.1) < 0.04  # default dropout 0.1 to the empty file
+    calls = []
+    encode = task.vae.encode
+    task.vae.encode = lambda *a, **k: calls.append(1) or encode(*a, **k)
+    first = task.encode(batch["frames"], batch["clip_ids"])
+    task.position = 0
+    again = task.next_batch(2, torch.device("cpu"))
+    assert again["clip_ids"] == batch["clip_ids"]
+    second = task.encode(again["frames"], again["clip_ids"])
+    assert len(calls) == 2 and task.latent_cache.hits == 2  # the second pass never ran the VAE
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, encode(batch["frames"]), rtol=1e-5, atol=1e-6)
+    loss, stats = task.loss(task_model(task), batch, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+
+
+def task_model(task):
+    from video4d import load_dit
+
+    return load_dit("tiny", init="random")

@@ -96,6 +96,8 @@ class CaptionContexts:
                  cache_size: int = 4096):
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"caption dropout must be in [0, 1], got {dropout}")
+        if encoder is None and not empty_file and dropout > 0 and (context_root or context_file):
+            raise ValueError("caption dropout > 0 with precomputed contexts needs text.empty_context_file (the encoded empty prompt)")
         self.text_dim, self.text_len, self.dropout = text_dim, text_len, dropout
         self.encoder, self.context_root, self.cache_size = encoder, context_root, cache_size
         self._fixed = load_context(context_file, text_dim).float() if context_file else None
@@ -104,8 +106,6 @@ class CaptionContexts:
             self.empty = self._encode("")
         elif empty_file:
             self.empty = load_context(empty_file, text_dim).float()
-        elif dropout > 0 and (context_root or context_file):
-            raise ValueError("caption dropout > 0 with precomputed contexts needs text.empty_context_file (the encoded empty prompt)")
         else:
             self.empty = torch.zeros(0, text_dim)
 

@@ -101,6 +101,9 @@ PRESETS: dict[str, DiTConfig] = {
     "wan2.1-t2v-1.3b": DiTConfig(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
     "wan2.1-t2v-14b": DiTConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
     "tiny": DiTConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=8, freq_dim=32, rope_t_max=8),
+    # the tiny base text-to-video model trained from scratch here (docs/base_models.md): captions of up
+    # to 32 tiny-encoder tokens, clips of up to 16 latent frames
+    "tiny-base": DiTConfig(dim=128, ffn_dim=384, num_heads=4, num_layers=4, text_dim=32, text_len=32, freq_dim=64, rope_t_max=16),
 }
 
 

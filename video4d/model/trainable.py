@@ -26,9 +26,10 @@ def matches(name: str, pattern: str) -> bool:
     """True when ``pattern`` is a run of whole dotted components of the parameter ``name``.
 
     ``"self_attn"`` matches ``blocks.3.self_attn.q.weight`` (q, k, v, o, norm_q, norm_k of every
-    block) but not ``blocks.3.cross_view_attn.q.weight``; ``"blocks.0.ffn"`` matches block 0's FFN.
+    block) but not ``blocks.3.cross_view_attn.q.weight``; ``"blocks.0.ffn"`` matches block 0's FFN;
+    ``"*"`` matches every parameter (pretraining).
     """
-    return f".{pattern}." in f".{name}."
+    return pattern == "*" or f".{pattern}." in f".{name}."
 
 
 def select_trainable(model: nn.Module, patterns: Sequence[str] = DEFAULT_TRAINABLE) -> TrainableCounts:
