@@ -7,10 +7,11 @@ Written: safetensors only, atomically (a temporary name, then a rename).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 import uuid
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import fsspec
 import torch
@@ -23,6 +24,8 @@ __all__ = [
     "read_state_dict",
     "read_metadata",
     "resolve_dtype",
+    "config_metadata",
+    "config_from_metadata",
     "write_safetensors",
     "check_state_dict",
     "load_into",
@@ -140,6 +143,27 @@ def resolve_dtype(dtype: "torch.dtype | str | None") -> torch.dtype:
     if name not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
     return _DTYPES[name]
+
+
+def config_metadata(key: str, config: Any) -> dict[str, str]:
+    """``{key: JSON}`` safetensors metadata of a model config: a dataclass (its fields) or a mapping
+    (e.g. ``{"preset": "tiny", ...overrides}``). The loaders read it back when given no config
+    (keys: ``dit_config``, ``vae_config``, ``recon_config``, ``text_encoder_config``)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    return {key: json.dumps(dict(config), sort_keys=True)}
+
+
+def config_from_metadata(weights: Any, key: str, loader: str) -> dict[str, Any]:
+    """The config mapping stored under ``key`` in the metadata of the safetensors file ``weights``
+    (see :func:`config_metadata`). Raises a ``ValueError`` naming the loader's ``config=`` argument
+    when ``weights`` is not a file URL or its metadata lacks ``key``."""
+    if not isinstance(weights, str):
+        raise ValueError(f"{loader} needs config= (a preset name or mapping) unless weights is a safetensors file with {key!r} metadata")
+    metadata = read_metadata(weights)
+    if key not in metadata:
+        raise ValueError(f"{weights} has no {key!r} metadata (exports of our training tasks have it): pass config= to {loader}")
+    return json.loads(metadata[key])
 
 
 def atomic_write_bytes(url: str, data: bytes) -> None:

@@ -75,7 +75,7 @@ def test_gradients_flow_across_chunks(tiny):
     (chunked,) = torch.autograd.grad(tiny.encode(frames, chunk_frames=4).square().sum(), frames)
     (one_shot,) = torch.autograd.grad(tiny.encode(frames, chunk_frames=None).square().sum(), frames)
     assert chunked[:, :, 0].abs().max() > 0
-    torch.testing.assert_close(chunked, one_shot, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(chunked, one_shot, rtol=1e-4, atol=1e-5)  # float32 sums differ by chunking (as the forward test)
 
 
 def test_chunked_decode_equals_one_shot(tiny):

@@ -18,12 +18,14 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from fourd.weights import load_into, read_state_dict
+from fourd.weights import check_state_dict, config_from_metadata, config_metadata, load_into, read_state_dict, resolve_dtype
 
 from .config import ReconstructorConfig, resolve_config
 from .reconstructor import Reconstructor
 
-__all__ = ["LoadReport", "build_reconstructor", "is_new_layer_key", "load_reconstructor", "load_weights"]
+__all__ = ["LoadReport", "build_reconstructor", "is_new_layer_key", "load_reconstructor", "load_weights", "recon_metadata", "METADATA_KEY"]
+
+METADATA_KEY = "recon_config"  # safetensors metadata entry holding the config JSON
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +77,52 @@ def load_weights(model: Reconstructor, weights: Union[str, Mapping[str, torch.Te
     return LoadReport(missing=missing, dropped=dropped)
 
 
-def load_reconstructor(config: Union[str, ReconstructorConfig, Mapping[str, Any]] = "vggt-1b-4d", weights: Optional[str] = None) -> Reconstructor:
+def load_reconstructor(
+    config: Union[None, str, ReconstructorConfig, Mapping[str, Any]] = None,
+    weights: Optional[Union[str, Mapping[str, torch.Tensor]]] = None,
+    *,
+    device: Union[str, torch.device] = "cpu",
+    dtype: Union[None, str, torch.dtype] = None,
+) -> Reconstructor:
     """Build a reconstructor and optionally load weights.
 
     Args:
         config: preset name (``"vggt-1b"``, ``"vggt-1b-4d"``, ``"tiny"``, ``"tiny-4d"``), a
-            :class:`ReconstructorConfig`, or a mapping ``{"preset": name, **overrides}``.
+            :class:`ReconstructorConfig`, or a mapping ``{"preset": name, **overrides}``; None =
+            read from the weights file's ``recon_config`` safetensors metadata (written by the
+            training exports; :func:`recon_metadata`).
         weights: fsspec path of the VGGT-1B checkpoint (safetensors or ``.pt``/``.pth``, read with
-            ``weights_only``) or of a saved reconstructor; None keeps the random initialisation.
+            ``weights_only``) or of a saved reconstructor, or a state dict; None keeps the random
+            initialisation (drawn from the global RNG: seed it, as the training tasks do).
+        device: where the parameters live; ``"meta"`` builds without memory (key inspection: the
+            weights' keys and shapes are checked, nothing is loaded).
+        dtype: parameter dtype (torch dtype or name); None = float32.
     Returns:
-        the model (training mode, CPU, fp32); the load report is logged and kept as
-        ``model.load_report`` (None without weights).
+        the model in eval mode (training code calls ``.train()``); the load report is logged and
+        kept as ``model.load_report`` (None without weights or on meta).
     """
+    if config is None:
+        config = config_from_metadata(weights, METADATA_KEY, "load_reconstructor")
+    dtype = resolve_dtype(dtype)
+    if torch.device(device).type == "meta":
+        with torch.device("meta"):
+            model = build_reconstructor(config).to(dtype)
+        if weights is not None:
+            _check_keys(model, weights)
+        model.load_report = None
+        return model.eval()
     model = build_reconstructor(config)
     model.load_report = load_weights(model, weights) if weights is not None else None
-    return model
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _check_keys(model: Reconstructor, weights: Union[str, Mapping[str, torch.Tensor]]) -> None:
+    state = read_state_dict(weights, what="reconstructor weights") if isinstance(weights, str) else weights
+    disabled = {h for h in HEADS if getattr(model, h) is None}
+    kept = {k: v for k, v in state.items() if k.split(".", 1)[0] not in disabled}
+    check_state_dict(model, kept, allow_missing=is_new_layer_key, source=weights if isinstance(weights, str) else "state dict")
+
+
+def recon_metadata(config: Union[ReconstructorConfig, Mapping[str, Any]]) -> dict[str, str]:
+    """Safetensors metadata (``recon_config``) that lets ``load_reconstructor(weights=file)`` rebuild ``config``."""
+    return config_metadata(METADATA_KEY, config)

@@ -15,13 +15,15 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from fourd.weights import StateDictMismatchError, check_state_dict, read_state_dict
+from fourd.weights import StateDictMismatchError, check_state_dict, config_from_metadata, config_metadata, read_state_dict, resolve_dtype
 from video4d.model.config import INITS, DiTConfig, resolve_config
 from video4d.model.keymap import to_official
 from video4d.model.variants import is_new_layer_key
 from video4d.model.wan import WanDiT4D
 
-__all__ = ["load_dit", "load_weights"]
+__all__ = ["load_dit", "load_weights", "dit_metadata", "METADATA_KEY"]
+
+METADATA_KEY = "dit_config"  # safetensors metadata entry holding the config JSON
 
 
 def load_weights(
@@ -55,23 +57,28 @@ def load_weights(
 
 
 def load_dit(
-    config: Union[str, DiTConfig, Mapping[str, Any]],
+    config: Union[None, str, DiTConfig, Mapping[str, Any]] = None,
     weights: Optional[Union[str, Mapping[str, torch.Tensor]]] = None,
     *,
     init: str = "official",
     device: Union[str, torch.device] = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: Union[None, str, torch.dtype] = None,
 ) -> WanDiT4D:
     """Build the 4D DiT, optionally with weights.
 
     ``config``: preset name ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "tiny"), a :class:`DiTConfig`, or a
-    mapping / OmegaConf DictConfig of fields (optionally ``preset: <name>`` plus overrides).
-    ``weights``: None (initialise with ``init``: "official" = Wan's init, a fresh model outputs 0;
-    "random" = non-zero outputs, for tests), an fsspec URL of official-format or diffusers-format
-    weights, or an in-memory state dict. ``device="meta"`` builds without memory (key inspection).
-    Returns the model in train mode with parameters of ``dtype`` on ``device``.
+    mapping / OmegaConf DictConfig of fields (optionally ``preset: <name>`` plus overrides); None =
+    read from the weights file's ``dit_config`` safetensors metadata (:data:`METADATA_KEY`, written by
+    the training export). ``weights``: None (initialise with ``init``: "official" = Wan's init, a
+    fresh model outputs 0; "random" = non-zero outputs, for tests; both draw from the global RNG),
+    an fsspec URL of official-format or diffusers-format weights, or an in-memory state dict.
+    ``device="meta"`` builds without memory (key inspection). ``dtype``: torch dtype or name, None =
+    float32. Returns the model in eval mode (training code calls ``.train()``).
     """
+    if config is None:
+        config = config_from_metadata(weights, METADATA_KEY, "load_dit")
     cfg = resolve_config(config)
+    dtype = resolve_dtype(dtype)
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; use one of {', '.join(INITS)}")
     if weights is None:
@@ -79,10 +86,15 @@ def load_dit(
             model = WanDiT4D(cfg)
         if not any(p.is_meta for p in model.parameters()):
             model.reset_parameters(init)
-        return model.to(dtype)
+        return model.to(dtype).eval()
     source = "DiT state dict" if isinstance(weights, Mapping) else f"DiT weights {weights}"
     with torch.device("meta"):
         model = WanDiT4D(cfg)
     state = weights if isinstance(weights, Mapping) else read_state_dict(weights, what="DiT weights file")
     load_weights(model, state, init=init, device=device, dtype=dtype, source=source)
-    return model
+    return model.eval()
+
+
+def dit_metadata(config: Union[DiTConfig, Mapping[str, Any]]) -> dict[str, str]:
+    """Safetensors metadata (``dit_config``) that lets ``load_dit(weights=file)`` rebuild ``config``."""
+    return config_metadata(METADATA_KEY, config)

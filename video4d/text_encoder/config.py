@@ -8,11 +8,10 @@ builds the same tiny encoder without any file.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
-__all__ = ["TextEncoderConfig", "PRESETS", "CLEANERS", "resolve_config", "config_to_json"]
+__all__ = ["TextEncoderConfig", "PRESETS", "CLEANERS", "resolve_config"]
 
 CLEANERS = ("whitespace", "none")
 
@@ -101,8 +100,3 @@ def resolve_config(config: Union[str, TextEncoderConfig, Mapping[str, Any]]) -> 
     if base is not None:
         return dataclasses.replace(resolve_config(str(base)), **values)
     return TextEncoderConfig(**values)
-
-
-def config_to_json(config: TextEncoderConfig) -> str:
-    """The config as JSON of its fields (the ``text_encoder_config`` safetensors metadata entry)."""
-    return json.dumps(dataclasses.asdict(config), sort_keys=True)

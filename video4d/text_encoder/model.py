@@ -10,15 +10,14 @@ unexpected or mis-shaped key.
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from fourd.weights import check_state_dict, read_metadata, read_state_dict, resolve_dtype
-from video4d.text_encoder.config import TextEncoderConfig, config_to_json, resolve_config
+from fourd.weights import check_state_dict, config_from_metadata, config_metadata, read_state_dict, resolve_dtype
+from video4d.text_encoder.config import TextEncoderConfig, resolve_config
 from video4d.text_encoder.tokenizer import build_word_tokenizer, load_tokenizer_folder, tiny_words, tokenize
 
 __all__ = [
@@ -155,7 +154,7 @@ class TextEncoder(nn.Module):
 
 def text_encoder_metadata(config: TextEncoderConfig) -> dict[str, str]:
     """Safetensors metadata that lets ``load_text_encoder(weights=file)`` rebuild the config."""
-    return {METADATA_KEY: config_to_json(config)}
+    return config_metadata(METADATA_KEY, config)
 
 
 def _tokenizer_for(cfg: TextEncoderConfig, tokenizer):
@@ -201,7 +200,7 @@ def load_text_encoder(
     """
     dtype = resolve_dtype(dtype)
     if config is None:
-        config = _config_from_weights(weights)
+        config = config_from_metadata(weights, METADATA_KEY, "load_text_encoder")
     cfg = resolve_config(config)
     on_meta = torch.device(device).type == "meta"
     tok = None if on_meta and tokenizer is None else _tokenizer_for(cfg, tokenizer)
@@ -222,14 +221,3 @@ def load_text_encoder(
     model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=True, assign=True)
     return model.eval()
 
-
-def _config_from_weights(weights) -> dict:
-    if not isinstance(weights, str):
-        raise ValueError(
-            "load_text_encoder needs a config (a preset such as 'umt5-xxl' or 'tiny') unless weights is a safetensors "
-            f"file whose metadata holds {METADATA_KEY!r}"
-        )
-    meta = read_metadata(weights)
-    if METADATA_KEY not in meta:
-        raise ValueError(f"{weights} has no {METADATA_KEY!r} metadata: pass config= (e.g. 'umt5-xxl' for Wan2.1's encoder)")
-    return json.loads(meta[METADATA_KEY])

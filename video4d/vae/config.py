@@ -33,6 +33,8 @@ class VAEConfig:
     ``temporal_downsample``: per stage transition (``len(dim_mult) - 1`` entries), whether time is
     halved too; the decoder mirrors it. Space is always halved at each transition.
     ``latents_mean`` / ``latents_std``: ``z_dim`` per-channel normalisation statistics.
+    ``init_seed``: seed of the random init when no weights are given (:func:`video4d.load_vae` draws
+    it in a forked RNG, so a random VAE depends on nothing else: the same on every machine and run).
     """
 
     dim: int = 96
@@ -43,6 +45,7 @@ class VAEConfig:
     dropout: float = 0.0
     latents_mean: tuple[float, ...] = field(default=WAN21_LATENTS_MEAN)
     latents_std: tuple[float, ...] = field(default=WAN21_LATENTS_STD)
+    init_seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("dim_mult", "temporal_downsample", "latents_mean", "latents_std"):

@@ -25,11 +25,13 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from fourd.weights import load_into, read_state_dict
+from fourd.weights import check_state_dict, config_from_metadata, config_metadata, load_into, read_state_dict, resolve_dtype
 from video4d.vae.config import VAEConfig, resolve_config
 from video4d.vae.model import WanVAE
 
-__all__ = ["load_vae", "official_to_diffusers_key", "diffusers_to_official", "is_diffusers_state"]
+__all__ = ["load_vae", "vae_metadata", "METADATA_KEY", "official_to_diffusers_key", "diffusers_to_official", "is_diffusers_state"]
+
+METADATA_KEY = "vae_config"  # safetensors metadata entry holding the config JSON
 
 _RESIDUAL_RENAMES = {"residual.0.": "norm1.", "residual.2.": "conv1.", "residual.3.": "norm2.", "residual.6.": "conv2.", "shortcut.": "conv_shortcut."}
 _MIDDLE_RENAMES = {"0": "resnets.0", "1": "attentions.0", "2": "resnets.1"}
@@ -89,27 +91,61 @@ def diffusers_to_official(state: Mapping[str, torch.Tensor], model: WanVAE) -> d
 
 
 def load_vae(
-    config: Union[str, VAEConfig, Mapping] = "wan2.1-vae",
-    weights: Optional[str] = None,
+    config: Union[None, str, VAEConfig, Mapping] = None,
+    weights: Optional[Union[str, Mapping[str, torch.Tensor]]] = None,
     *,
     device: Union[str, torch.device] = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: Union[None, str, torch.dtype] = None,
 ) -> WanVAE:
-    """Build the VAE (``config``: ``"wan2.1-vae"``, ``"tiny"``, a :class:`VAEConfig` or a mapping of
-    its fields) and, when ``weights`` (an fsspec URL) is given, load it strictly (official or
-    diffusers naming; a missing file raises :class:`fourd.weights.WeightsNotFoundError` naming it).
+    """Build the VAE and, when ``weights`` is given, load it strictly (official or diffusers naming;
+    a missing file raises :class:`fourd.weights.WeightsNotFoundError` naming it).
 
-    Returns a :class:`WanVAE` in eval mode on ``device`` with parameters in ``dtype``. Without
-    weights the parameters are randomly initialised (tests, training from scratch).
+    ``config``: ``"wan2.1-vae"``, ``"tiny"``, a :class:`VAEConfig` or a mapping of its fields; None =
+    read from the weights file's ``vae_config`` safetensors metadata (:func:`vae_metadata`; the
+    trained VAE's export stores its measured ``latents_mean`` / ``latents_std`` there).
+    ``weights``: an fsspec URL (file or diffusers folder) or an in-memory state dict; None = random
+    init seeded with ``config.init_seed`` in a forked RNG (the global RNG is neither used nor changed,
+    so ``load_vae("tiny")`` is the same VAE everywhere). ``device="meta"`` builds without memory (key
+    inspection). ``dtype``: torch dtype or name, None = float32.
+    Returns a :class:`WanVAE` in eval mode on ``device``.
     """
+    if config is None:
+        config = config_from_metadata(weights, METADATA_KEY, "load_vae")
     cfg = resolve_config(config)
+    dtype = resolve_dtype(dtype)
+    if torch.device(device).type == "meta":
+        with torch.device("meta"):
+            model = WanVAE(cfg).to(dtype).eval()
+        if weights is not None:  # key and shape check only
+            check_state_dict(model, _official(_read(weights), model), source=_source(weights))
+        return model
     if weights is None:
-        return WanVAE(cfg).to(device=device, dtype=dtype).eval()
-    state = read_state_dict(weights, what="Wan2.1 VAE weights")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.init_seed)
+            model = WanVAE(cfg)  # built on the CPU: the same values whatever the device
+        return model.to(device=device, dtype=dtype).eval()
+    state = _read(weights)
     with torch.device("meta"):
         model = WanVAE(cfg)
     model = model.to_empty(device=device).to(dtype)
-    if is_diffusers_state(state):
-        state = diffusers_to_official(state, model)
-    load_into(model, state, strict=True, source=f"VAE weights {weights}")
+    load_into(model, _official(state, model), strict=True, source=_source(weights))
     return model.eval()
+
+
+def _read(weights: Union[str, Mapping[str, torch.Tensor]]) -> Mapping[str, torch.Tensor]:
+    return weights if isinstance(weights, Mapping) else read_state_dict(weights, what="Wan2.1 VAE weights")
+
+
+def _official(state: Mapping[str, torch.Tensor], model: WanVAE) -> Mapping[str, torch.Tensor]:
+    return diffusers_to_official(state, model) if is_diffusers_state(state) else state
+
+
+def _source(weights) -> str:
+    return "VAE state dict" if isinstance(weights, Mapping) else f"VAE weights {weights}"
+
+
+def vae_metadata(config: Union[VAEConfig, Mapping]) -> dict[str, str]:
+    """Safetensors metadata (``vae_config``: the :class:`VAEConfig` fields as JSON, latent statistics
+    included) that lets ``load_vae(weights=file)`` rebuild ``config``. Pass it as
+    ``write_safetensors(url, vae.state_dict(), metadata=vae_metadata(vae.config))``."""
+    return config_metadata(METADATA_KEY, resolve_config(config))
