@@ -75,6 +75,9 @@ def test_meta_errors_name_the_scene():
     per_view = {"extrinsics": np.zeros((2, 3, 4)).tolist(), "intrinsics": np.eye(3)[None].repeat(2, 0).tolist()}
     meta = SceneMeta.from_json(json.dumps({**good, "cameras": per_view}), "s4")
     assert meta.extrinsics.shape == (2, 3, 3, 4) and meta.intrinsics.shape == (2, 3, 3, 3)
+    assert meta.caption is None and SceneMeta.from_json(json.dumps({**good, "caption": "a red cube"}), "s5").caption == "a red cube"
+    with pytest.raises(SceneFormatError, match="scene s6: caption must be a string"):
+        SceneMeta.from_json(json.dumps({**good, "caption": ["a", "red", "cube"]}), "s6")
 
 
 def test_too_few_frames_or_views_names_the_scene(scene):
