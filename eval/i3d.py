@@ -126,7 +126,8 @@ class _Mixed(nn.Module):
 
 
 class InceptionI3d(nn.Module):
-    """Inception-I3D RGB stream; ``forward(videos [N, F, 3, H, W] in [0, 1]) -> features [N, D]``.
+    """Inception-I3D RGB stream; ``forward(videos [N, F, 3, H, W] in [0, 1]) -> features [N, D]`` (float32,
+    on the module's device; videos are moved there).
 
     ``D`` = ``config.feature_dim`` (400 logits by default). Build with :func:`load_i3d`; a module
     built directly keeps its random initialisation and ``weights_loaded = False`` (FVD values
@@ -169,7 +170,8 @@ class InceptionI3d(nn.Module):
         return (frames * 2 - 1).reshape(N, Fr, C, r, r).permute(0, 2, 1, 3, 4)  # [N, 3, F, R, R]
 
     def forward(self, videos: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess(videos).to(self.logits.conv3d.weight.dtype)
+        weight = self.logits.conv3d.weight
+        x = self.preprocess(videos.to(weight.device)).to(weight.dtype)
         for name in self._trunk:
             x = getattr(self, name)(x)
         # x: [N, 1024, T', h, w] (h = w = 7 at 224x224)
