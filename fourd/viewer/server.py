@@ -1,0 +1,198 @@
+"""Interactive browser viewer of an output directory, built on viser (https://viser.studio).
+
+viser serves its own prebuilt web client from the installed package (no network needed), renders
+Gaussian splats (``scene.add_gaussian_splats``), camera frusta with image textures and GUI panels;
+VGGT's demo uses it for its point clouds. The viewer shows:
+
+- the per-timestep Gaussians (one splat node per ``gaussians_t*.ply``, only timestep ``t`` visible),
+  a "timestep" slider, a play/pause button and an fps slider;
+- the cameras of ``cameras.json`` as frusta, textured with the frame of that view at timestep
+  ``t`` from ``scene/`` when present;
+- ``grid.png`` and the settings of ``summary.json`` in the side panel.
+
+The world is the reconstructor's (OpenCV axes: y down), so the viewer's up direction is ``-y``.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Optional
+
+import numpy as np
+import viser
+
+from fourd.viewer.outputs import OutputFiles, camera_frusta, find_outputs, frustum_images, read_image, splats_for_viewer
+from fourd.viewer.static_page import summary_rows, write_static_page
+
+__all__ = ["Viewer", "view"]
+
+log = logging.getLogger(__name__)
+
+
+def _scene_extent(centers: np.ndarray) -> tuple[np.ndarray, float]:
+    """Robust centre (median) and radius (90th percentile distance) of points ``[N, 3]``."""
+    if len(centers) == 0:
+        return np.zeros(3), 1.0
+    mid = np.median(centers, axis=0)
+    radius = float(np.percentile(np.linalg.norm(centers - mid, axis=1), 90))
+    return mid, radius if np.isfinite(radius) and radius > 0 else 1.0
+
+
+class Viewer:
+    """A viser server showing one output directory; use as a context manager or call :meth:`stop`.
+
+    Args:
+        out_dir: the output directory (local path or fsspec URL); any subset of the files listed in
+            :mod:`fourd.viewer.outputs` is shown.
+        host: interface to bind, ``127.0.0.1`` (this machine only) by default.
+        port: TCP port; viser moves to the next free one when it is taken (see :attr:`port`).
+        fps: initial playback speed in timesteps per second.
+    """
+
+    def __init__(self, out_dir: str, host: str = "127.0.0.1", port: int = 8080, fps: float = 4.0) -> None:
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be in 1..65535, got {port}")
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.files: OutputFiles = find_outputs(out_dir)
+        self._host = host
+        self._stop_event = threading.Event()
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._splats: list = []
+        self._frusta: list = []
+        self._images: Optional[np.ndarray] = None  # [V, T, h, w, 3] uint8
+        self.server = viser.ViserServer(host=host, port=port, verbose=False)
+        try:
+            self._build(fps)
+        except BaseException:
+            self.server.stop()
+            raise
+        self._player = threading.Thread(target=self._play_loop, name="viewer-player", daemon=True)
+        self._player.start()
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        return self.server.get_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def num_timesteps(self) -> int:
+        return max(len(self._splats), 1 if self._images is None else self._images.shape[1])
+
+    @property
+    def timestep(self) -> int:
+        """The timestep currently shown."""
+        return int(self._slider.value)
+
+    def _build(self, fps: float) -> None:
+        files, scene, gui = self.files, self.server.scene, self.server.gui
+        scene.set_up_direction("-y")
+        centers = np.zeros((0, 3))
+        for t, rel in enumerate(files.plys):
+            splats = splats_for_viewer(files.url(rel))
+            self._splats.append(scene.add_gaussian_splats(f"/gaussians/t{t:04d}", **splats, visible=t == 0))
+            if t == 0:
+                centers = splats["centers"]
+        mid, radius = _scene_extent(centers)
+        if files.scene is not None:
+            self._images = frustum_images(files.url(files.scene), max(len(files.plys), 1))
+        if files.cameras is not None:
+            from recon.export import load_cameras_json
+
+            frusta = camera_frusta(load_cameras_json(files.url(files.cameras)))
+            for v, f in enumerate(frusta):
+                image = None if self._images is None or v >= len(self._images) else self._images[v, 0]
+                self._frusta.append(scene.add_camera_frustum(
+                    f"/cameras/view_{v}", fov=f["fov"], aspect=f["aspect"], scale=0.15 * radius,
+                    image=image, wxyz=f["wxyz"], position=f["position"], color=(70, 70, 70)))
+            eye = frusta[0]["position"]
+            if len(centers) == 0:
+                mid = eye + 2.0 * radius * _forward(frusta[0]["wxyz"])
+        else:
+            eye = mid - np.array([0.0, 0.0, 2.0 * radius])
+        cam = self.server.initial_camera
+        cam.position = tuple(eye + 0.4 * (eye - mid) - np.array([0.0, 0.4 * radius, 0.0]))  # behind and above view 0
+        cam.look_at = tuple(mid)
+
+        T = self.num_timesteps
+        with gui.add_folder("Time"):
+            self._slider = gui.add_slider("timestep", min=0, max=max(T - 1, 1), step=1, initial_value=0, disabled=T < 2)
+            self._play = gui.add_button("Play", disabled=T < 2)
+            self._fps = gui.add_slider("fps", min=0.5, max=30.0, step=0.5, initial_value=float(fps))
+        self._slider.on_update(lambda _: self._show(self.timestep))
+        self._play.on_click(lambda _: self._toggle_play())
+        self._playing = False
+        if files.grid is not None:
+            with gui.add_folder("V x T grid"):
+                gui.add_image(read_image(files.url(files.grid)), label=files.grid)
+        rows = summary_rows(files.read_summary())
+        if rows:
+            with gui.add_folder("summary.json", expand_by_default=False):
+                gui.add_markdown("\n".join(f"- **{k}**: {v}" for k, v in rows))
+
+    def _show(self, t: int) -> None:
+        """Show timestep ``t``: its Gaussians and its frames on the frusta."""
+        with self._lock:
+            for i, handle in enumerate(self._splats):
+                handle.visible = i == t
+            if self._images is not None:
+                for v, handle in enumerate(self._frusta[: len(self._images)]):
+                    handle.image = self._images[v, min(t, self._images.shape[1] - 1)]
+
+    def _toggle_play(self) -> None:
+        self._playing = not self._playing
+        self._play.label = "Pause" if self._playing else "Play"
+
+    def _play_loop(self) -> None:
+        while not self._stop_event.wait(1.0 / float(self._fps.value)):
+            if self._playing and self.num_timesteps > 1:
+                self._slider.value = (self.timestep + 1) % self.num_timesteps
+
+    def stop(self) -> None:
+        """Stop playback and the server (idempotent); the port is free afterwards."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop_event.set()
+        self._player.join(timeout=5.0)
+        self.server.stop()
+
+    def __enter__(self) -> "Viewer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Block until SIGINT or SIGTERM (or :meth:`stop` from another thread), then stop cleanly."""
+        previous = {s: signal.signal(s, lambda *_: self._stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not self._stop_event.wait(0.5):
+                pass
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.stop()
+
+
+def _forward(wxyz: np.ndarray) -> np.ndarray:
+    """The camera's viewing direction (+z of OpenCV camera axes) in world coordinates."""
+    w, x, y, z = (float(a) for a in wxyz)
+    return np.array([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)])
+
+
+def view(out_dir: str, host: str = "127.0.0.1", port: int = 8080, static: bool = False) -> Optional[str]:
+    """Entry point of ``launch/view.py``: serve ``out_dir`` until SIGINT/SIGTERM, or with
+    ``static=True`` write ``out_dir/index.html`` (no server) and return its URL."""
+    if static:
+        return write_static_page(out_dir)
+    with Viewer(out_dir, host=host, port=port) as viewer:
+        print(f"viewer of {out_dir} at {viewer.url} (Ctrl-C to stop)", flush=True)
+        viewer.serve_forever()
+    return None

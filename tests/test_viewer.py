@@ -1,0 +1,246 @@
+"""The viewers in a real headless browser: Debian's chromium driven by playwright.
+
+On a tiny synthetic output directory (written with recon.export / fourd.data like the real
+pipeline's): the viser viewer starts on a free localhost port, the page loads, the canvas shows the
+splats (screenshot pixel statistics), moving the time slider changes the picture the way the two
+PLYs differ (a red ball on the left at t=0, a blue ball on the right at t=1), the server stops and
+frees its port; the static page shows its grid image, videos and summary tables.
+
+Set ``VIEWER_SCREENSHOT=docs/viewer.png`` to also save the viewer screenshot there (how the README's
+picture is made). Chromium is installed by scripts/setup_env.sh (apt-get, as root); the browser
+tests skip only where it cannot be installed.
+"""
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fourd.data.format import Scene
+from fourd.data.scene_io import write_scene
+from fourd.viewer import find_outputs, write_static_page
+from fourd.viewer.outputs import camera_frusta, splats_for_viewer
+from fourd.viewer.static_page import summary_tables
+from recon.export import load_cameras_json, save_cameras_json, save_ply, save_video
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+V, T, H, W = 2, 2, 48, 64
+SUMMARY = {
+    "prompt": "a red ball rolls past a ring",
+    "settings": {"num_views": V, "num_timesteps": T, "steps": 4, "cfg_scale": 5.0},
+    "stages": {"generate": {"seconds": 1.25, "peak_memory_gb": 2.5}, "reconstruct": {"seconds": 0.5, "peak_memory_gb": 1.0}},
+}
+
+
+def _ball(center, color, n, radius, gen):
+    d = torch.randn(n, 3, generator=gen)
+    return torch.tensor(center) + radius * d / d.norm(dim=1, keepdim=True) * torch.rand(n, 1, generator=gen) ** (1 / 3), torch.tensor(color).expand(n, 3)
+
+
+def write_synthetic_output(root: Path) -> None:
+    """A V=2, T=2 output directory: PLYs, cameras.json, scene/, grid.png, an mp4, summary.json."""
+    gen = torch.Generator().manual_seed(0)
+    angle = torch.linspace(0, 2 * math.pi, 400)[:-1]
+    ring = torch.stack([0.9 * angle.cos(), 0.9 * angle.sin(), torch.full_like(angle, 3.0)], 1)
+    ring_rgb = torch.stack([0.2 + 0.3 * (1 + angle.sin()) / 2, torch.full_like(angle, 0.75), 0.2 + 0.2 * (1 + angle.cos()) / 2], 1)
+    for t, (x, rgb) in enumerate([(-0.35, (0.9, 0.1, 0.1)), (0.35, (0.1, 0.2, 0.95))]):
+        ball, ball_rgb = _ball((x, 0.0, 3.0), rgb, 600, 0.3, gen)
+        means = torch.cat([ring, ball])
+        n = len(means)
+        save_ply(str(root / f"gaussians_t{t:04d}.ply"), means, torch.tensor([1.0, 0, 0, 0]).expand(n, 4),
+                 torch.full((n, 3), 0.04), torch.full((n,), 0.9), torch.cat([ring_rgb, ball_rgb]))
+    c, s = math.cos(0.3), math.sin(0.3)
+    ext = torch.tensor([[[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], [[c, 0, -s, 0.6], [0, 1, 0, 0], [s, 0, c, 0.2]]])
+    K = torch.tensor([[60.0, 0, W / 2], [0, 60.0, H / 2], [0, 0, 1]]).expand(V, 3, 3)
+    save_cameras_json(str(root / "cameras.json"), ext, K, W, H)
+    frames = torch.zeros(V, T, 3, H, W)
+    for v in range(V):
+        for t in range(T):
+            frames[v, t, 1] = torch.linspace(0.3, 1.0, W)  # green at t=0, yellow at t=1 (neither red nor blue)
+            frames[v, t, 0] = t * frames[v, t, 1]
+            frames[v, t, 2] = 0.2 * v
+    write_scene(Scene(name="synthetic", kind="dynamic", frames=frames), str(root / "scene"))
+    grid = frames.permute(0, 3, 1, 4, 2).reshape(V * H, T * W, 3)  # rows = views, columns = timesteps
+    Image.fromarray((grid * 255).round().byte().numpy()).save(root / "grid.png")
+    save_video(str(root / "novel_views.mp4"), frames[0].permute(0, 2, 3, 1))
+    (root / "summary.json").write_text(json.dumps(SUMMARY))
+
+
+@pytest.fixture(scope="module")
+def output_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("infer_out")
+    write_synthetic_output(root)
+    return root
+
+
+def _browser_unavailable_reason() -> str | None:
+    if os.path.exists(CHROMIUM):
+        return None
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        return f"no browser: {CHROMIUM} is missing and apt-get needs root (as root, bash scripts/setup_env.sh installs it)"
+    if shutil.which("apt-get") is None:
+        return f"no browser: {CHROMIUM} is missing and this system has no apt-get to install Debian's chromium"
+    pytest.fail(f"{CHROMIUM} is missing but installable: run `bash scripts/setup_env.sh` (as root it apt-installs chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    reason = _browser_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium_profile")
+    with sync_playwright() as p:  # a persistent context is how playwright takes a fresh --user-data-dir
+        context = p.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield context
+        context.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _canvas_pixels(page) -> np.ndarray:
+    """Screenshot [H, W, 3] float of the 3D view left of viser's control panel and above its axes gizmo (a 1000 x 640 page)."""
+    return np.asarray(Image.open(BytesIO(page.screenshot())).convert("RGB")).astype(np.float32)[:560, :640]
+
+
+def _ball_stats(img: np.ndarray) -> dict:
+    """Counts and mean x of strongly red and strongly blue pixels of an [H, W, 3] screenshot."""
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    out = {}
+    for name, mask in (("red", (r > b + 60) & (r > g + 60)), ("blue", (b > r + 60) & (b > g + 40))):
+        xs = np.nonzero(mask)[1]
+        out[name] = (len(xs), float(xs.mean()) if len(xs) else float("nan"))
+    return out
+
+
+def _wait_for(predicate, what: str, timeout: float = 20.0, every: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+# ---------------------------------------------------------------- library pieces, no browser
+
+
+def test_find_outputs_lists_present_files_and_rejects_empty(output_dir, tmp_path):
+    files = find_outputs(str(output_dir))
+    assert files.plys == ("gaussians_t0000.ply", "gaussians_t0001.ply")
+    assert (files.cameras, files.grid, files.scene, files.summary) == ("cameras.json", "grid.png", "scene", "summary.json")
+    assert files.videos == ("novel_views.mp4",)
+    (tmp_path / "only").mkdir()
+    shutil.copy(output_dir / "grid.png", tmp_path / "only")
+    only = find_outputs(str(tmp_path / "only"))
+    assert only.grid == "grid.png" and only.plys == () and only.cameras is None
+    with pytest.raises(ValueError, match="no viewer outputs"):
+        find_outputs(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="output directory not found"):
+        find_outputs(str(tmp_path / "nope"))
+
+
+def test_splat_covariances_and_frusta_match_closed_forms(tmp_path):
+    # One Gaussian rotated 90 degrees about z: the x and y variances swap.
+    q = torch.tensor([[math.cos(math.pi / 4), 0, 0, math.sin(math.pi / 4)]])
+    save_ply(str(tmp_path / "g.ply"), torch.zeros(1, 3), q, torch.tensor([[0.1, 0.2, 0.3]]), torch.tensor([0.5]), torch.tensor([[1.0, 0, 0]]))
+    s = splats_for_viewer(str(tmp_path / "g.ply"))
+    np.testing.assert_allclose(s["covariances"][0], np.diag([0.04, 0.01, 0.09]), atol=1e-6)
+    np.testing.assert_allclose(s["opacities"], [[0.5]], atol=1e-6)
+    # A camera at world (1, 2, 3) looking along world +x: centre -R^T t, fov from fy.
+    R = torch.tensor([[0.0, -1, 0], [0, 0, -1], [1, 0, 0]])  # camera-from-world: z_cam = x_world
+    centre = torch.tensor([1.0, 2, 3])
+    ext = torch.cat([R, -(R @ centre)[:, None]], 1)[None]
+    save_cameras_json(str(tmp_path / "c.json"), ext, torch.tensor([[[50.0, 0, 32], [0, 40, 24], [0, 0, 1]]]), 64, 48)
+    f = camera_frusta(load_cameras_json(str(tmp_path / "c.json")))[0]
+    np.testing.assert_allclose(f["position"], [1, 2, 3], atol=1e-9)
+    w, x, y, z = f["wxyz"]
+    forward = [2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)]  # R_wc @ e_z
+    np.testing.assert_allclose(forward, [1, 0, 0], atol=1e-9)
+    assert f["fov"] == pytest.approx(2 * math.atan(48 / 80)) and f["aspect"] == pytest.approx(64 / 48)
+
+
+def test_summary_tables_layout():
+    tables = {title: (header, rows) for title, header, rows in summary_tables(SUMMARY)}
+    assert tables["summary"] == (["key", "value"], [["prompt", SUMMARY["prompt"]]])
+    assert tables["stages"] == (["stages", "seconds", "peak_memory_gb"], [["generate", "1.25", "2.5"], ["reconstruct", "0.5", "1"]])
+    assert ["cfg_scale", "5"] in tables["settings"][1]
+
+
+def test_cli_static_and_bad_dir(output_dir, tmp_path, capsys):
+    from launch.view import main
+
+    main([str(output_dir), "--static"])
+    assert capsys.readouterr().out.strip() == f"wrote {output_dir}/index.html" and (output_dir / "index.html").exists()
+    with pytest.raises(SystemExit, match="^error: output directory not found"):
+        main([str(tmp_path / "missing")])
+
+
+# ---------------------------------------------------------------- in the browser
+
+
+def test_viewer_in_browser(output_dir, browser):
+    from fourd.viewer.server import Viewer
+
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1000, "height": 640})
+    with Viewer(str(output_dir), port=_free_port()) as viewer:
+        assert viewer.url.startswith("http://127.0.0.1:")
+        page.goto(viewer.url)
+        page.wait_for_selector("canvas", timeout=20_000)
+        notice = page.locator("#webgl-software-rendering button")  # viser's "software WebGL" note
+        notice.click(timeout=20_000)
+        notice.wait_for(state="detached")
+        # The splats of t=0 drawn: a red ball on the left, no blue ball.
+        first = _wait_for(lambda: (s := _ball_stats(_canvas_pixels(page)))["red"][0] > 500 and s, "the t=0 splats to render")
+        shot0 = _canvas_pixels(page)
+        assert shot0.std() > 20 and (np.abs(shot0 - shot0[5, 5]).sum(-1) > 60).mean() > 0.05  # not a blank canvas
+        assert first["blue"][0] < 50
+        # Move the time slider with the keyboard: the picture changes to t=1's blue ball on the right.
+        page.get_by_role("slider").first.focus()
+        page.keyboard.press("ArrowRight")
+        _wait_for(lambda: viewer.timestep == 1, "the server to receive the slider move")
+        second = _wait_for(lambda: (s := _ball_stats(_canvas_pixels(page)))["blue"][0] > 500 and s, "the t=1 splats to render")
+        assert second["red"][0] < 50 and second["blue"][1] > first["red"][1]  # blue ball right of where the red one was
+        if os.environ.get("VIEWER_SCREENSHOT"):
+            page.screenshot(path=os.environ["VIEWER_SCREENSHOT"])
+        port = viewer.port
+    # Stopped: the port refuses connections and the playback thread is gone.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert not viewer._player.is_alive()
+    page.close()
+
+
+def test_static_page_in_browser(output_dir, browser):
+    url = write_static_page(str(output_dir))
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1000, "height": 800})
+    page.goto(Path(url).resolve().as_uri())
+    grid = page.locator("img#grid")
+    grid.wait_for(state="visible")
+    assert page.evaluate("document.getElementById('grid').naturalWidth") == T * W
+    assert grid.bounding_box()["width"] > 0
+    stages = page.locator("table.summary", has_text="peak_memory_gb")
+    assert stages.is_visible() and "reconstruct" in stages.inner_text()
+    assert page.locator("video").count() == 1
+    page.close()
