@@ -118,16 +118,22 @@ def test_per_scene_context_files_and_latent_cache_encode_each_clip_once(tmp_path
     calls = []
     encode = task.vae.encode
     task.vae.encode = lambda *a, **k: calls.append(1) or encode(*a, **k)
-    first = task.encode(batch["frames"], batch["clip_ids"])
+    renders = []
+    sample = task.source.sample
+    task.source.sample = lambda *a: renders.append(a) or sample(*a)
+    first = batch
+    assert task.latent_cache.misses == 2  # the first pass rendered and encoded both clips
     task.position = 0
-    again = task.next_batch(2, torch.device("cpu"))
-    assert again["clip_ids"] == batch["clip_ids"]
-    second = task.encode(again["frames"], again["clip_ids"])
-    assert len(calls) == 2 and task.latent_cache.hits == 2  # the second pass never ran the VAE
-    assert torch.equal(first, second)
-    torch.testing.assert_close(first, encode(batch["frames"]), rtol=1e-5, atol=1e-6)
-    loss, stats = task.loss(task_model(task), batch, torch.Generator().manual_seed(0))
-    assert torch.isfinite(loss)
+    second = task.next_batch(2, torch.device("cpu"))
+    assert calls == [] and renders == []  # read back without rendering or encoding
+    assert torch.equal(first["latents"], second["latents"]) and second["scenes"] == names
+    frames = torch.stack([sample(i, 5)["frames"] for i in range(2)])
+    torch.testing.assert_close(first["latents"], encode(frames), rtol=1e-5, atol=1e-6)
+    for i in range(2):  # describe() names the sample exactly as the rendered one does
+        info, rendered = task.source.describe(i, 5), sample(i, 5)
+        assert all(info[k] == rendered[k] for k in ("scene", "caption", "kind", "drop_freeze_time_frame_cond"))
+    loss, stats = task.loss(task_model(task), first, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and task.batch_size_and_tokens(first) == (2, 2 * 2 * 2 * 1 * 1)
 
 
 def task_model(task):

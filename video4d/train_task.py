@@ -16,7 +16,6 @@ next index is its checkpointed state.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.utils import make_grid
 
+from fourd.data.procedural import ProceduralSource, caption, scene_seed, scene_spec
 from fourd.train.distributed import DistEnv
 from fourd.train.schedule import StepSchedule
 from video4d.flow import ReferenceChoice, TimestepSampling, build_reference, flow_matching_loss
@@ -34,37 +34,27 @@ from video4d.grid import ReferenceCells
 from video4d.sampler import sample
 from video4d.text_context import CaptionContexts
 
-__all__ = ["VideoTask", "VideoBatch", "ProceduralSource", "MixtureSource", "build_source"]
+__all__ = ["VideoTask", "VideoBatch", "ProceduralClips", "MixtureSource", "build_source", "clip_id"]
 
 _LOADER_KEYS = ("weights", "trainable", "init", "init_seed")
 log = logging.getLogger(__name__)
 
 
-class ProceduralSource:
-    """Synthetic multi-view scenes rendered on the fly by :func:`fourd.data.generate_scene`.
+class ProceduralClips(ProceduralSource):
+    """:class:`fourd.data.procedural.ProceduralSource` that can also name a sample without rendering it
+    (:meth:`describe`), so that a training run with a latent cache reads cached clips without
+    rendering them again."""
 
-    Sample ``index`` is scene ``seed + index % num_scenes`` with ``views`` views of
-    ``height x width`` pixels and the requested number of frames (the last
-    ``round(num_scenes * static_fraction)`` scenes are static); static scenes ask for the
-    freeze-time conditioning to be dropped. Rendered clips are cached (``cache`` most recent).
-    """
-
-    def __init__(self, views: int, height: int, width: int, num_scenes: int = 8, seed: int = 0, static_fraction: float = 0.25, cache: int = 16):
-        self.views, self.height, self.width = views, height, width
-        self.num_scenes, self.seed, self.static_fraction = num_scenes, seed, static_fraction
-        self._render = functools.lru_cache(maxsize=cache)(self._render_uncached)
-
-    def _render_uncached(self, scene: int, num_frames: int) -> dict[str, Any]:
-        from fourd.data import generate_scene
-
-        static = scene >= self.num_scenes - round(self.num_scenes * self.static_fraction)
-        s = generate_scene(self.seed + scene, num_views=self.views, num_frames=num_frames, height=self.height, width=self.width, kind="static" if static else "dynamic")
-        return {"frames": s.frames, "kind": s.kind, "scene": s.name, "drop_freeze_time_frame_cond": static}
-
-    def sample(self, index: int, num_frames: int) -> dict[str, Any]:
-        """Sample ``index`` with ``num_frames`` frames: ``frames [V, F, 3, H, W]`` in [0, 1], ``kind``,
-        ``scene``, ``drop_freeze_time_frame_cond``."""
-        return self._render(index % self.num_scenes, num_frames)
+    def describe(self, index: int, num_frames: int) -> dict[str, Any]:
+        """What :meth:`sample` returns for ``index`` apart from the pixels: ``scene``, ``caption``,
+        ``kind``, ``drop_freeze_time_frame_cond`` and ``clip`` (an id of the rendered clip: source
+        settings, seed and size), all from the scene's seed."""
+        seed = scene_seed(index, self.split, self.seed, self.num_scenes)
+        kind = self.kind_of(seed)
+        settings = f"mc{self.moving_camera_fraction}_arc{self.arc_degrees}_fps{self.fps}"
+        return {"scene": f"procedural_{kind}_{seed:07d}", "kind": kind, "drop_freeze_time_frame_cond": kind == "static",
+                "caption": caption(scene_spec(seed, kind, self.moving_camera_fraction), self.views),
+                "clip": f"procedural_{kind}_{seed:07d}/{settings}/v{self.views}_f{num_frames}_{self.height}x{self.width}"}
 
 
 class MixtureSource:
@@ -100,10 +90,11 @@ class MixtureSource:
         return self.mixture[index]
 
 
-def build_source(cfg: DictConfig) -> ProceduralSource | MixtureSource:
-    """The data source named by ``data.source``: ``"procedural"`` or ``"mixture"``."""
+def build_source(cfg: DictConfig) -> ProceduralClips | MixtureSource:
+    """The data source named by ``data.source``: ``"procedural"`` (:class:`ProceduralClips`) or ``"mixture"``."""
     if cfg.source == "procedural":
-        return ProceduralSource(cfg.views, cfg.height, cfg.width, cfg.num_scenes, cfg.seed, cfg.static_fraction)
+        return ProceduralClips(cfg.views, cfg.height, cfg.width, split=cfg.split, seed=cfg.seed, num_scenes=cfg.num_scenes,
+                               static_fraction=cfg.static_fraction, moving_camera_fraction=cfg.moving_camera_fraction)
     if cfg.source == "mixture":
         sources = OmegaConf.to_container(cfg.sources, resolve=True)
         return MixtureSource(sources, cfg.views, cfg.height, cfg.width, cfg.seed, cfg.reverse_views_prob, cfg.epoch_size)
@@ -111,9 +102,9 @@ def build_source(cfg: DictConfig) -> ProceduralSource | MixtureSource:
 
 
 class VideoBatch(dict):
-    """One micro-batch: ``frames`` ``[B, V, F, 3, H, W]`` in [0, 1], ``drop_time_ref`` bool ``[B]``,
-    ``scenes`` (names), ``kinds``, ``captions`` (str, "" when none), ``clip_ids`` (latent-cache keys,
-    only with ``vae.latent_cache``)."""
+    """One micro-batch: ``frames`` ``[B, V, F, 3, H, W]`` in [0, 1] (or, with ``vae.latent_cache``,
+    ``latents`` ``[B, V, T, 16, H/8, W/8]``), ``drop_time_ref`` bool ``[B]``, ``scenes`` (names),
+    ``kinds``, ``captions`` (str, "" when none)."""
 
 
 class VideoTask:
@@ -183,21 +174,35 @@ class VideoTask:
         self.num_frames = int(self.frames_schedule(step))
 
     def next_batch(self, micro_batch: int, device: torch.device) -> VideoBatch:
-        """This rank's next ``micro_batch`` samples at the current clip length, on ``device``."""
-        samples = []
+        """This rank's next ``micro_batch`` samples at the current clip length, on ``device``. With
+        ``vae.latent_cache`` the batch holds ``latents`` (each clip encoded once; a cached clip of a
+        source that can :meth:`ProceduralClips.describe` it is not even rendered) instead of frames."""
+        samples, latents = [], []
         for _ in range(micro_batch):
             index = self.position * self.env.world_size + self.env.rank
-            samples.append(self.source.sample(index, self.num_frames))
             self.position += 1
-        frames = torch.stack([s["frames"] for s in samples])
-        return VideoBatch(
-            frames=frames.to(device),
+            if self.latent_cache is None:
+                samples.append(self.source.sample(index, self.num_frames))
+                continue
+            info = self.source.describe(index, self.num_frames) if hasattr(self.source, "describe") else None
+            cached = self.latent_cache.get(f"{info['clip']}/vae-{self._vae_hash}") if info else None
+            if cached is None:
+                info = self.source.sample(index, self.num_frames) if info is None else {**info, **self.source.sample(index, self.num_frames)}
+                key = f"{info['clip']}/vae-{self._vae_hash}" if "clip" in info else clip_id(info["scene"], info["frames"], self._vae_hash)
+                cached = self.encode(info["frames"][None].to(device), [key])[0]
+            samples.append(info)
+            latents.append(cached.to(device))
+        batch = VideoBatch(
             drop_time_ref=torch.tensor([bool(s.get("drop_freeze_time_frame_cond", False)) for s in samples]),
             scenes=[s["scene"] for s in samples],
             kinds=[s["kind"] for s in samples],
             captions=[str(s.get("caption") or "") for s in samples],
-            clip_ids=[clip_id(s["scene"], f, self._vae_hash) for s, f in zip(samples, frames)] if self.latent_cache else None,
         )
+        if latents:
+            batch["latents"] = torch.stack(latents)
+        else:
+            batch["frames"] = torch.stack([s["frames"] for s in samples]).to(device)
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         """Data position of this rank: ``{"position": samples consumed}``."""
@@ -228,7 +233,7 @@ class VideoTask:
     def loss(self, model, batch: VideoBatch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """Rectified-flow loss of ``batch`` (reference choice, caption dropout, noise and timesteps
         from ``generator``)."""
-        x0 = self.encode(batch["frames"], batch.get("clip_ids"))
+        x0 = batch["latents"] if "latents" in batch else self.encode(batch["frames"])
         cells = self.choice.draw(x0.shape[0], generator)
         reference = build_reference(x0, cells, static=batch["drop_time_ref"].to(x0.device), static_drop=self.cfg.reference.drop)
         context = self.context(batch, x0.device, generator)
@@ -237,6 +242,9 @@ class VideoTask:
 
     def batch_size_and_tokens(self, batch: VideoBatch) -> tuple[int, int]:
         """Samples and DiT tokens (``V * T * (H/8/ph) * (W/8/pw)`` per sample) in ``batch``."""
+        if "latents" in batch:
+            B, V, T, _, h, w = batch["latents"].shape
+            return B, B * V * T * (h // self.patch[1]) * (w // self.patch[2])
         B, V, F, _, H, W = batch["frames"].shape
         T = (F - 1) // 4 + 1
         return B, B * V * T * (H // 8 // self.patch[1]) * (W // 8 // self.patch[2])
