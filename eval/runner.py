@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -48,9 +48,10 @@ def _settings_line(cfg: DictConfig) -> str:
             f"sampler {cfg.sampler.steps} steps, shift {cfg.sampler.shift}; device {cfg.device}")
 
 
-def run(cfg: DictConfig, out_dir: str, label: str = "default", sweep_dir: Optional[str] = None) -> dict[str, Any]:
+def run(cfg: DictConfig, out_dir: str, overrides: Sequence[str] = (), sweep_dir: Optional[str] = None) -> dict[str, Any]:
     """Run benchmark ``cfg.benchmark.name`` with the models of ``cfg`` and write its outputs into
-    ``out_dir`` (and the combined table into ``sweep_dir`` when given). Returns the results document."""
+    ``out_dir`` (and the combined table into ``sweep_dir`` when given). ``overrides``: the command-line
+    overrides of this run (they label it). Returns the results document."""
     from eval.protocols.suites import Models
 
     benchmarks = _benchmarks()
@@ -62,7 +63,8 @@ def run(cfg: DictConfig, out_dir: str, label: str = "default", sweep_dir: Option
     boards = benchmarks[name](cfg, Models(cfg), out_dir)
     doc = {
         "benchmark": name,
-        "label": label,
+        "label": ",".join(overrides) or "default",
+        "overrides": list(overrides),
         "settings_line": _settings_line(cfg),
         "seconds": round(time.perf_counter() - start, 2),
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -1,7 +1,7 @@
 """Markdown tables of benchmark results (one per table of a results document, and combined over runs).
 
 A results document (``results.json``, written by :mod:`eval.runner`) is ``{"benchmark", "label",
-"settings", "tables": {name: {"rows": [{"method", "psnr", "ssim", "lpips", "images", ...}],
+"overrides", "settings_line", "tables": {name: {"rows": [{"method", "psnr", "ssim", "lpips", "images", ...}],
 "cell_psnr": {method: [[V x T]]}}}}``. Numbers print with fixed decimals; strings (``"n/a (no
 vgg16-397923af.pth)"``) print as they are.
 """
@@ -23,17 +23,17 @@ def format_value(value: Any, decimals: int = 4) -> str:
     return str(value)
 
 
-def _columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+def _columns(rows: Iterable[Mapping[str, Any]], first: tuple[str, ...]) -> list[str]:
     keys: list[str] = []
     for row in rows:
-        keys += [k for k in row if k not in keys and k not in ("method", "images")]
+        keys += [k for k in row if k not in keys and k not in (*first, "method", "images")]
     ordered = [k for k in COLUMNS if k in keys] + [k for k in keys if k not in COLUMNS]
     return ordered + ["images"]
 
 
 def markdown_table(rows: list[Mapping[str, Any]], first: tuple[str, ...] = ("method",)) -> str:
     """A markdown table of ``rows``: the ``first`` keys, then PSNR/SSIM/LPIPS, other metrics, image count."""
-    cols = list(first) + _columns(rows)
+    cols = list(first) + _columns(rows, first)
     head = [COLUMNS.get(c, (c, 0))[0] for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
     for row in rows:
@@ -51,12 +51,14 @@ def results_markdown(doc: Mapping[str, Any]) -> str:
 
 def combined_markdown(docs: list[Mapping[str, Any]]) -> str:
     """One table per table name over several results documents (a Hydra ``-m`` sweep): a ``run``
-    column (each document's label, i.e. its overrides) before the method."""
+    column (each document's overrides that not all documents share) before the method."""
+    common = set.intersection(*(set(doc.get("overrides", [])) for doc in docs)) if docs else set()
+    labels = [",".join(o for o in doc.get("overrides", []) if o not in common) or doc["label"] for doc in docs]
     names: list[str] = []
     for doc in docs:
         names += [n for n in doc["tables"] if n not in names]
     parts = [f"# {docs[0]['benchmark']}: {len(docs)} runs", ""]
     for name in names:
-        rows = [{"run": doc["label"], **row} for doc in docs for row in doc["tables"].get(name, {}).get("rows", [])]
+        rows = [{"run": label, **row} for doc, label in zip(docs, labels) for row in doc["tables"].get(name, {}).get("rows", [])]
         parts += [f"## {name}", "", markdown_table(rows, first=("run", "method")), ""]
     return "\n".join(parts)

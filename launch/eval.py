@@ -29,8 +29,7 @@ def main(cfg: DictConfig) -> None:
     """One Hydra job: run ``cfg.benchmark`` and print where the tables went."""
     hc = HydraConfig.get()
     sweep = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
-    label = ",".join(hc.overrides.task) or "default"
-    doc = run(cfg, hc.runtime.output_dir, label=label, sweep_dir=sweep)
+    doc = run(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), sweep_dir=sweep)
     print(f"{doc['benchmark']}: {len(doc['tables'])} tables, {len(doc['plots'])} plots in {hc.runtime.output_dir}")
 
 

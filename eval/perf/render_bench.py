@@ -14,6 +14,8 @@ import torch
 
 from recon.render import render_gaussians
 
+__all__ = ["run_benchmark", "main"]
+
 
 def _scene(n: int, size: int, device: str):
     g = torch.Generator().manual_seed(0)
@@ -45,21 +47,13 @@ def _time(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--counts", default="5000,20000,100000")
-    parser.add_argument("--sizes", default="64,128,256")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"device {args.device}, {torch.get_num_threads()} threads, backend torch")
-    print(f"{'N':>8} {'HxW':>9} {'fwd wall ms':>12} {'fwd cpu ms':>11} {'fwd+bwd wall ms':>16} {'fwd+bwd cpu ms':>15}")
-    for n in (int(c) for c in args.counts.split(",")):
-        for size in (int(s) for s in args.sizes.split(",")):
-            params, viewmats, Ks = _scene(n, size, args.device)
+def run_benchmark(counts=(5000, 20000, 100000), sizes=(64, 128, 256), repeats: int = 3, device: str = "cpu") -> list[dict]:
+    """One row per (Gaussian count, image size): ``{"gaussians", "size", "fwd_wall_ms", "fwd_cpu_ms",
+    "fwd_bwd_wall_ms", "fwd_bwd_cpu_ms"}`` of the torch backend."""
+    rows = []
+    for n in counts:
+        for size in sizes:
+            params, viewmats, Ks = _scene(n, size, device)
 
             def forward():
                 with torch.no_grad():
@@ -69,11 +63,30 @@ def main() -> None:
                 color, alpha, depth = render_gaussians(**params, viewmats=viewmats, Ks=Ks, width=size, height=size, backend="torch")
                 (color.sum() + depth.sum()).backward()
 
-            fwd, both = _time(forward, args.repeats), _time(forward_backward, args.repeats)
-            print(
-                f"{n:>8} {f'{size}x{size}':>9} {1000 * fwd[0]:>12.1f} {1000 * fwd[1]:>11.1f}"
-                f" {1000 * both[0]:>16.1f} {1000 * both[1]:>15.1f}"
-            )
+            fwd, both = _time(forward, repeats), _time(forward_backward, repeats)
+            rows.append({"gaussians": n, "size": size, "fwd_wall_ms": 1000 * fwd[0], "fwd_cpu_ms": 1000 * fwd[1],
+                         "fwd_bwd_wall_ms": 1000 * both[0], "fwd_bwd_cpu_ms": 1000 * both[1]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line (see the module docstring): prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--counts", default="5000,20000,100000")
+    parser.add_argument("--sizes", default="64,128,256")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"device {args.device}, {torch.get_num_threads()} threads, backend torch")
+    print(f"{'N':>8} {'HxW':>9} {'fwd wall ms':>12} {'fwd cpu ms':>11} {'fwd+bwd wall ms':>16} {'fwd+bwd cpu ms':>15}")
+    counts, sizes = (int(c) for c in args.counts.split(",")), [int(s) for s in args.sizes.split(",")]
+    for r in run_benchmark(list(counts), sizes, args.repeats, args.device):
+        hw = f"{r['size']}x{r['size']}"
+        print(f"{r['gaussians']:>8} {hw:>9} {r['fwd_wall_ms']:>12.1f} {r['fwd_cpu_ms']:>11.1f}"
+              f" {r['fwd_bwd_wall_ms']:>16.1f} {r['fwd_bwd_cpu_ms']:>15.1f}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import multiprocessing as mp
 import resource
 import time
 
+__all__ = ["run_benchmark", "main"]
+
 
 def _measure(config: str, frames: int, height: int, width: int, views: int, device: str, dtype: str) -> dict:
     """Encode then decode random frames ``[1, views, frames, 3, height, width]``; seconds and MB."""
@@ -42,7 +44,19 @@ def _measure(config: str, frames: int, height: int, width: int, views: int, devi
     return row
 
 
-def main() -> None:
+def run_benchmark(config: str = "tiny", frames=(5, 9, 17, 33), height: int = 64, width: int = 64, views: int = 1,
+                  device: str = "cpu", dtype: str = "float32") -> list[dict]:
+    """One row per frame count (each measured in a fresh process): ``{"frames", "latent_frames",
+    "encode_s", "decode_s", peak memory}`` (see :func:`_measure`)."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for f in frames:
+        with ctx.Pool(1) as pool:
+            rows.append({"frames": f, **pool.apply(_measure, (config, f, height, width, views, device, dtype))})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
     """Print one table row (time, peak memory) per requested frame count."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="tiny")
@@ -51,16 +65,13 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     height, width = (int(s) for s in args.size.split("x"))
-    ctx = mp.get_context("spawn")
     print(f"config={args.config} size={height}x{width} views={args.views} device={args.device} dtype={args.dtype}")
     print(f"{'T':>5} {'T_lat':>6} {'enc s':>8} {'dec s':>8} {'peak MB (enc/dec or max RSS)':>30}")
-    for frames in args.frames:
-        with ctx.Pool(1) as pool:
-            row = pool.apply(_measure, (args.config, frames, height, width, args.views, args.device, args.dtype))
+    for row in run_benchmark(args.config, args.frames, height, width, args.views, args.device, args.dtype):
         peak = f"{row['encode_peak_mb']:.0f}/{row['decode_peak_mb']:.0f}" if "encode_peak_mb" in row else f"{row['max_rss_mb']:.0f}"
-        print(f"{frames:>5} {row['latent_frames']:>6} {row['encode_s']:>8.2f} {row['decode_s']:>8.2f} {peak:>30}")
+        print(f"{row['frames']:>5} {row['latent_frames']:>6} {row['encode_s']:>8.2f} {row['decode_s']:>8.2f} {peak:>30}")
 
 
 if __name__ == "__main__":

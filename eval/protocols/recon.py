@@ -8,8 +8,8 @@ V_tgt, T]`` and predicts their cameras; pass 2's first camera is input view 0, s
 cameras re-expressed relative to it are in the Gaussians' frame. The two passes fix their scale
 independently (VGGT normalises by its own point cloud), so pass 2's translations are multiplied by
 ``s = median(depth_1 / depth_2)`` over the pixels of input view 0, which both passes see (a
-per-sample scalar from predictions only). Target intrinsics come from pass 2 (VGGT's integer-pixel
-principal point shifted by +0.5 to the renderer's convention).
+per-sample scalar from predictions only). Target intrinsics come from pass 2 (predicted intrinsics
+use the renderer's pixel-centre convention already, :func:`recon.geometry.pose_encoding_to_cameras`).
 
 **Oracle cameras (reported separately).** The training-time evaluation of
 :mod:`recon.train_task`: ground-truth target cameras (re-expressed in input view 0 and
@@ -26,7 +26,7 @@ import torch
 from recon.inference import gaussians_in_reference_frame, relative_extrinsics, render_views
 from recon.train_task import normalize_ground_truth, scale_alignment
 
-__all__ = ["test_time_render", "oracle_render", "pass_scale"]
+__all__ = ["render_test_time_cameras", "render_oracle_cameras", "pass_scale"]
 
 
 def pass_scale(depth_1: torch.Tensor, depth_2: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,7 @@ def pass_scale(depth_1: torch.Tensor, depth_2: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_time_render(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+def render_test_time_cameras(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                      background: Optional[Sequence[float]] = None, backend: str = "auto") -> dict[str, torch.Tensor]:
     """Render the targets' viewpoints from the inputs with cameras predicted at test time.
 
@@ -53,15 +53,14 @@ def test_time_render(model: torch.nn.Module, inputs: torch.Tensor, targets: torc
     ext = relative_extrinsics(probe.extrinsics[:, 1:], probe.extrinsics[:, :1])
     scale = pass_scale(out.depth[:, 0], probe.depth[:, 0])
     ext = torch.cat([ext[..., :3], ext[..., 3:] * scale[:, None, None, None, None]], dim=-1)
-    K = probe.intrinsics[:, 1:].clone()
-    K[..., :2, 2] += 0.5
+    K = probe.intrinsics[:, 1:]
     H, W = targets.shape[-2:]
     renders = render_views(g, ext, K, H, W, background, backend)
     return {"renders": renders, "extrinsics": ext, "intrinsics": K, "scale": scale}
 
 
 @torch.no_grad()
-def oracle_render(model: torch.nn.Module, batch: Mapping[str, Any],
+def render_oracle_cameras(model: torch.nn.Module, batch: Mapping[str, Any],
                   background: Optional[Sequence[float]] = None, backend: str = "auto") -> torch.Tensor:
     """Render the targets with ground-truth cameras (see the module docstring).
 

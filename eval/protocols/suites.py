@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from eval.protocols import datasets
 from eval.protocols.baselines import generation_baselines, nvs_baselines
 from eval.protocols.generation import generate_grid, scored_cells, vae_round_trip
-from eval.protocols.recon import oracle_render, test_time_render
+from eval.protocols.recon import render_oracle_cameras, render_test_time_cameras
 from eval.protocols.scoring import MetricSpec, Scoreboard
 
 __all__ = ["Models", "BENCHMARKS", "generation_table", "nvs_tables", "select_views"]
@@ -126,7 +126,7 @@ def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.C
         x_in = clip.frames[inputs][None].to(models.device)
         x_tgt = clip.frames[targets][None].to(models.device)
         gt = clip.frames[targets]
-        main.add_grid(method, test_time_render(models.recon, x_in, x_tgt, bg, backend)["renders"][0].cpu(), gt)
+        main.add_grid(method, render_test_time_cameras(models.recon, x_in, x_tgt, bg, backend)["renders"][0].cpu(), gt)
         for name, pred in nvs_baselines(clip.frames[inputs], inputs, targets).items() if baselines else ():
             main.add_grid(name, pred, gt)
         if depth is not None:
@@ -135,7 +135,7 @@ def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.C
                 batch[f"{key}_ext"] = clip.extrinsics[views][None].to(models.device)
                 batch[f"{key}_K"] = clip.intrinsics[views][None].to(models.device)
             oracle = boards.setdefault(f"nvs{suffix} (oracle cameras)", Scoreboard(_spec(cfg)))
-            oracle.add_grid(method.replace(OURS_NVS, OURS_ORACLE), oracle_render(models.recon, batch, bg, backend)[0].cpu(), gt)
+            oracle.add_grid(method.replace(OURS_NVS, OURS_ORACLE), render_oracle_cameras(models.recon, batch, bg, backend)[0].cpu(), gt)
     return boards
 
 
