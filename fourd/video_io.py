@@ -36,7 +36,7 @@ def check_frame_count(frames: int, factor: int = 4) -> None:
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 ``[N, H, W, 3]`` -> float32 ``[N, 3, H, W]`` in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images[..., :3])).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(np.array(images[..., :3], copy=True)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def _fit(frames: torch.Tensor, size: Optional[tuple[int, int]]) -> torch.Tensor:

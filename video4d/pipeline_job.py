@@ -150,7 +150,9 @@ class Models:
                 if cfg.context_file is None:
                     te = cfg.text_encoder
                     self.text_encoder = load_text_encoder(te.config, weights=te.weights, tokenizer=te.tokenizer, device="cpu", dtype=te.dtype)
-                    weights |= {"text_encoder": te.weights, "tokenizer": te.tokenizer}
+                    weights["text_encoder"] = te.weights
+                    if te.tokenizer is not None:
+                        weights["tokenizer"] = te.tokenizer
             if recon_stage:
                 from recon.model import load_reconstructor
 
@@ -158,11 +160,12 @@ class Models:
                 self.reconstructor = load_reconstructor(cfg.reconstructor.config, weights=cfg.reconstructor.weights).to(dtype=dtype).eval()
                 weights["reconstructor"] = cfg.reconstructor.weights
         recorder.place(self.dit, self.vae, self.text_encoder, self.reconstructor)
-        self.weights = {k: v for k, v in weights.items() if v is not None}
+        self.weights = weights  # name -> URL, None = seeded random init
         self.hashes: dict[str, str] = {}
-        if cfg.output.hash_weights and self.weights:
+        files = {k: v for k, v in weights.items() if v is not None}
+        if cfg.output.hash_weights and files:
             with recorder.stage("hash_weights"):
-                self.hashes = {k: _sha256(v) for k, v in self.weights.items()}
+                self.hashes = {k: _sha256(v) for k, v in files.items()}
 
 
 def _contexts(cfg: DictConfig, models: Models, prompt: str, device: torch.device) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -245,7 +248,8 @@ def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: to
             "grid": {"views": frames.shape[0], "frames": frames.shape[1], "height": frames.shape[-2], "width": frames.shape[-1],
                      "reconstructed_timesteps": timesteps},
             "stages": {**load.stages, **recorder.stages},
-            "weights": {k: {"url": v, "sha256": models.hashes.get(k)} for k, v in models.weights.items()},
+            "weights": {k: {"url": v, "sha256": models.hashes.get(k)} if v else {"url": None, "init": "seeded random (tiny demo)"}
+                        for k, v in models.weights.items()},
             "settings": OmegaConf.to_container(cfg, resolve=True),
             "device": str(device), "torch": torch.__version__,
         }
