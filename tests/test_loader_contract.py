@@ -30,7 +30,7 @@ def _dit_out(model):
 
 
 def _vae_out(model):
-    return model.encode(torch.rand(1, 1, 5, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    return model.encode(torch.rand(1, 1, 1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
 
 
 def _recon_out(model):
