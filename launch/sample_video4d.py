@@ -22,11 +22,11 @@ import imageio.v3 as iio
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from torchvision.utils import make_grid
 
 from fourd.weights import read_state_dict, write_safetensors
 from video4d.grid import ReferenceCells, ReferenceLatents
 from video4d.model.config import DiTConfig, resolve_config
+from video4d.pipeline import frames_to_image
 from video4d.sampler import sample
 from video4d.text_context import empty_context, load_context
 
@@ -82,13 +82,6 @@ def latents_to_frames(latents: torch.Tensor, scale: int) -> torch.Tensor:
     rgb = (rgb - low[:, None, None]) / (high - low).clamp(min=1e-6)[:, None, None]
     rgb = rgb.clamp(0, 1).repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
     return rgb
-
-
-def frames_to_image(frames: torch.Tensor, padding: int = 2) -> torch.Tensor:
-    """Frames ``[V, T, 3, H, W]`` in [0, 1] -> one uint8 image (rows = views, columns = times) of
-    ``[V*(H+p)+p, T*(W+p)+p, 3]`` with ``p = padding`` white pixels between cells."""
-    image = make_grid(frames.flatten(0, 1).float(), nrow=frames.shape[1], padding=padding, pad_value=1.0).permute(1, 2, 0)
-    return (image * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def decode_frames(vae: torch.nn.Module, latents: torch.Tensor, frame_stride: int) -> torch.Tensor:
