@@ -47,7 +47,7 @@ LOADERS = {
     "dit": (load_dit, {"preset": "tiny", "attention_variant": "full"}, lambda c: load_dit(c, init="random"), dit_metadata, _dit_out),
     "vae": (load_vae, VAEConfig(dim=8, latents_mean=(0.5,) * 16, latents_std=(2.0,) * 16, init_seed=3), lambda c: load_vae(c), vae_metadata, _vae_out),
     "recon": (load_reconstructor, {"preset": "tiny-4d"}, lambda c: load_reconstructor(c), recon_metadata, _recon_out),
-    "text": (load_text_encoder, "tiny", lambda c: load_text_encoder(c), lambda c: text_encoder_metadata(load_text_encoder(c, device="meta").config), _text_out),
+    "text": (load_text_encoder, "tiny", lambda c: load_text_encoder(c), text_encoder_metadata, _text_out),
 }
 KEYS = {"dit": "dit_config", "vae": "vae_config", "recon": "recon_config", "text": "text_encoder_config"}
 

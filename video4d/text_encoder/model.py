@@ -18,7 +18,7 @@ from torch import nn
 
 from fourd.weights import check_state_dict, config_from_metadata, config_metadata, read_state_dict, resolve_dtype
 from video4d.text_encoder.config import TextEncoderConfig, resolve_config
-from video4d.text_encoder.tokenizer import build_word_tokenizer, load_tokenizer_folder, tiny_words, tokenize
+from video4d.text_encoder.tokenizer import TokenizerNotFoundError, build_word_tokenizer, load_tokenizer_folder, tiny_words, tokenize
 
 __all__ = [
     "TextEncoder",
@@ -152,9 +152,10 @@ class TextEncoder(nn.Module):
                 param.copy_(torch.randn(param.shape, generator=gen) * std[kind])
 
 
-def text_encoder_metadata(config: TextEncoderConfig) -> dict[str, str]:
-    """Safetensors metadata that lets ``load_text_encoder(weights=file)`` rebuild the config."""
-    return config_metadata(METADATA_KEY, config)
+def text_encoder_metadata(config: Union[str, TextEncoderConfig, Mapping[str, Any]]) -> dict[str, str]:
+    """Safetensors metadata (``text_encoder_config``: the resolved config's fields as JSON) that lets
+    ``load_text_encoder(weights=file)`` rebuild ``config``."""
+    return config_metadata(METADATA_KEY, resolve_config(config))
 
 
 def _tokenizer_for(cfg: TextEncoderConfig, tokenizer):
@@ -167,8 +168,6 @@ def _tokenizer_for(cfg: TextEncoderConfig, tokenizer):
         if len(words) + 3 > cfg.vocab_size:
             raise ValueError(f"the bundled word list has {len(words) + 3} tokens, more than vocab_size={cfg.vocab_size}")
         return build_word_tokenizer(words)
-    from video4d.text_encoder.tokenizer import TokenizerNotFoundError
-
     raise TokenizerNotFoundError(
         "text encoder tokenizer not given: pass tokenizer=<folder with tokenizer.json> (Wan2.1's google/umt5-xxl/ "
         "or a diffusers repo's tokenizer/); only the tiny preset has a bundled tokenizer"
