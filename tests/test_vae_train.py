@@ -37,10 +37,10 @@ def test_loss_falls_on_a_fixed_batch():
     model = task.build_model()
     batch = task.next_batch(2, torch.device("cpu"))
     assert batch.shape == (2, 3, 5, 16, 16) and -1.0 <= float(batch.min()) and float(batch.max()) <= 1.0
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     generator = torch.Generator().manual_seed(0)
     losses = []
-    for _ in range(25):
+    for _ in range(15):
         loss, stats = task.loss(model, batch, generator)
         optimizer.zero_grad()
         loss.backward()
@@ -48,10 +48,11 @@ def test_loss_falls_on_a_fixed_batch():
         losses.append(float(loss.detach()))
     assert set(stats) >= {"l1", "mse", "kl", "psnr"}
     # the KL term is the closed form for diagonal Gaussians against N(0, 1), checked on the batch
-    _, mean, logvar = model(batch)
-    kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).mean()
-    assert abs(float(kl) - task.loss(model, batch, generator)[1]["kl"]) < 1e-5
-    assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
+    with torch.no_grad():
+        _, mean, logvar = model(batch)
+        kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).mean()
+        assert abs(float(kl) - task.loss(model, batch, generator)[1]["kl"]) < 1e-5
+    assert sum(losses[-3:]) / 3 < 0.75 * losses[0], losses
 
 
 def test_export_statistics_normalise_latents_and_the_export_loads(tmp_path):

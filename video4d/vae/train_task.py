@@ -86,6 +86,7 @@ class VAETask:
         self.cfg, self.env = cfg, env
         vae_cfg = OmegaConf.to_container(cfg.vae, resolve=True)
         self.init_seed = vae_cfg.pop("init_seed")
+        self.init_logvar = vae_cfg.pop("init_logvar")
         self.config = resolve_config(vae_cfg)
         factor = self.config.temporal_factor
         if (cfg.data.frames - 1) % factor:
@@ -103,10 +104,14 @@ class VAETask:
             self.lpips = build_lpips(cfg.loss.lpips_net, cfg.loss.lpips_weights, random_backbone=cfg.loss.lpips_random_backbone)
 
     def build_model(self) -> nn.Module:
-        """A randomly initialised :class:`TrainableVAE` (seed ``vae.init_seed``), every parameter trainable."""
+        """A randomly initialised :class:`TrainableVAE` (seed ``vae.init_seed``), every parameter
+        trainable; the posterior log-variance starts at ``vae.init_logvar`` (the bias of its half of
+        ``conv1``), so the untrained decoder is not fed noise that swamps the small initial means."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.init_seed)
             self.model = TrainableVAE(self.config).to(self.env.device).train()
+        with torch.no_grad():
+            self.model.conv1.bias[self.config.z_dim :] = self.init_logvar
         if self.lpips is not None:
             self.lpips = self.lpips.to(self.env.device)
         if self.env.is_main:
