@@ -1,0 +1,281 @@
+"""Every GPU-only check in one run (at most ~10 minutes on one H100 / H200), as one report.
+
+    python -m eval.perf.gpu_checks [--out DIR] [--only attention,gsplat,recon,dit_step] [--budget-s 540]
+    bash eval/perf/gpu_checks.sh DIR          # the same under `timeout 600`
+
+Checks (:data:`CHECKS`), in order, each skipped with a note once the time budget is spent:
+
+- ``attention``: the view-or-time pattern at Wan2.1 480p grids (832 x 480 -> 30 x 52 = 1560 tokens
+  per latent frame; V = T in 2, 4, 8; 12 heads x 128, Wan2.1-1.3B) in bf16: compiled FlexAttention,
+  the exact ``split`` backend and dense-mask SDPA (where its N x N mask fits ``--mem-cap-gib``), plus
+  unmasked SDPA and FlashAttention (if ``flash_attn`` imports) as full-attention speed references.
+  Forward and forward+backward median ms and peak memory; equality: max |difference| of the output
+  and of dq against the reference (dense where it runs, else split).
+- ``gsplat``: gsplat vs the torch rasterizer on the same random scene: images' max |difference| and
+  PSNR between them, forward and forward+backward ms.
+- ``recon``: the reconstructor table (Table S1 layout) at VGGT-1B size with random weights, bf16,
+  294 x 518 (:func:`eval.perf.recon_bench.run_benchmark`).
+- ``dit_step``: one training step (forward, backward, AdamW) of Wan2.1-1.3B (random init, fp32
+  weights, bf16 autocast, gradient checkpointing, flex attention) on a V x T grid at 480p: seconds per
+  step and MFU = model FLOPs / (seconds x peak bf16 FLOP/s). Model FLOPs: ``6 P N`` for the matmul
+  parameters ``P`` over ``N`` tokens, plus attention ``3 x 4 N K d L`` (K keys per query: ``(V + T - 1)``
+  frames for self-attention, ``text_len`` for cross-attention; recomputation not counted).
+
+Without CUDA it writes a report saying so and exits 0. Writes ``gpu_checks.md`` and ``gpu_checks.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any, Callable, Optional
+
+import torch
+
+from fourd.weights import atomic_write_bytes
+
+__all__ = ["CHECKS", "PEAK_BF16_TFLOPS", "peak_tflops", "dit_step_flops", "write_report", "parse_args", "main"]
+
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0}  # dense bf16, SXM parts
+WAN_480P_TOKENS = (30, 52)  # latent 60 x 104 patchified 2 x 2
+
+
+def peak_tflops(device_name: str, override: Optional[float] = None) -> Optional[float]:
+    """Dense bf16 peak TFLOP/s of a GPU named ``device_name`` (``override`` wins; None if unknown)."""
+    if override is not None:
+        return override
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
+
+
+def dit_step_flops(params: int, V: int, T: int, tokens_per_frame: int, dim: int, layers: int, text_len: int) -> float:
+    """Model FLOPs of one training step (see the module docstring)."""
+    N = V * T * tokens_per_frame
+    attention_keys = (V + T - 1) * tokens_per_frame + text_len
+    return 6.0 * params * N + 3.0 * 4.0 * N * attention_keys * dim * layers
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> float:
+    from eval.perf.measure import median_seconds
+
+    return median_seconds(fn, torch.device("cuda"), repeats)
+
+
+def _attention(args, deadline: float) -> list[dict]:
+    from eval.perf.measure import peak_bytes
+    from video4d.attention import attend
+    from video4d.attention.dense import full_attention
+    from video4d.attention.flex import flex_attention_grid
+    from video4d.grid import GridShape
+
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError:
+        flash_attn_func = None
+    dev = torch.device("cuda")
+    rows = []
+    for n in (2, 4, 8):
+        grid = GridShape(n, n, *WAN_480P_TOKENS)
+        N = grid.num_tokens
+        methods = {
+            "flex (compiled)": lambda q, k, v: flex_attention_grid(q, k, v, grid, "view_or_time", compile=True),
+            "split": lambda q, k, v: attend(q, k, v, grid, "view_or_time", "split"),
+            "dense-mask SDPA": lambda q, k, v: attend(q, k, v, grid, "view_or_time", "dense"),
+            "full SDPA (no mask)": full_attention,
+        }
+        if flash_attn_func is not None:
+            methods["FlashAttention (no mask)"] = flash_attn_func
+        shape = (1, N, args.heads, 128)
+        gen = torch.Generator(device=dev).manual_seed(0)
+        q, k, v, grad = (torch.randn(shape, generator=gen, device=dev, dtype=torch.bfloat16) for _ in range(4))
+        reference: dict[str, torch.Tensor] = {}
+        for name, fn in methods.items():
+            row: dict[str, Any] = {"V": n, "T": n, "N": N, "method": name}
+            rows.append(row)
+            if time.monotonic() > deadline:
+                row["note"] = "skipped: time budget spent"
+                continue
+            if name.startswith("dense") and N * N * 5 > args.mem_cap_gib * 2**30:
+                row["note"] = f"skipped: N x N mask ~{N * N * 5 / 2**30:.0f} GiB > --mem-cap-gib"
+                continue
+            qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+
+            def fwd_bwd():
+                fn(qg, kg, vg).backward(grad)
+                qg.grad = kg.grad = vg.grad = None
+
+            try:
+                with torch.no_grad():
+                    out = fn(q, k, v).float()
+                fn(qg, kg, vg).backward(grad)
+                dq = qg.grad.float()
+                row["fwd_ms"] = 1e3 * _time(lambda: fn(q, k, v), args.repeats)
+                row["fwd_bwd_ms"] = 1e3 * _time(fwd_bwd, args.repeats)
+                row["fwd_bwd_peak_gib"] = peak_bytes(fwd_bwd, dev) / 2**30
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                row["note"] = "OOM"
+                continue
+            if "no mask" in name:
+                continue
+            if not reference:
+                reference.update(name=name, out=out, dq=dq)
+                row["note"] = "equality reference"
+            else:
+                row["max_abs_diff_out"] = float((out - reference["out"]).abs().max())
+                row["max_abs_diff_dq"] = float((dq - reference["dq"]).abs().max())
+                row["note"] = f"vs {reference['name']}"
+    return rows
+
+
+def _gsplat(args, deadline: float) -> list[dict]:
+    from eval.perf.render_bench import _scene
+    from recon.render import render_gaussians
+
+    rows = []
+    for n, size in ((20000, 256), (100000, 512)):
+        params, viewmats, Ks = _scene(n, size, "cuda")
+        images = {}
+        for backend in ("gsplat", "torch"):
+            row: dict[str, Any] = {"gaussians": n, "size": size, "backend": backend}
+            rows.append(row)
+            if time.monotonic() > deadline:
+                row["note"] = "skipped: time budget spent"
+                continue
+
+            def forward(b=backend):
+                with torch.no_grad():
+                    return render_gaussians(**params, viewmats=viewmats, Ks=Ks, width=size, height=size, backend=b)[0]
+
+            def forward_backward(b=backend):
+                color, _, depth = render_gaussians(**params, viewmats=viewmats, Ks=Ks, width=size, height=size, backend=b)
+                (color.sum() + depth.sum()).backward()
+
+            try:
+                images[backend] = forward().float().clamp(0, 1)
+                row["fwd_ms"] = 1e3 * _time(forward, args.repeats)
+                row["fwd_bwd_ms"] = 1e3 * _time(forward_backward, args.repeats)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                row["note"] = "OOM"
+        if len(images) == 2:
+            mse = float((images["gsplat"] - images["torch"]).pow(2).mean())
+            rows[-1]["max_abs_diff_vs_gsplat"] = float((images["gsplat"] - images["torch"]).abs().max())
+            rows[-1]["psnr_vs_gsplat_db"] = float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
+    return rows
+
+
+def _recon(args, deadline: float) -> list[dict]:
+    from dataclasses import asdict
+
+    from eval.perf.recon_bench import run_benchmark
+
+    left = deadline - time.monotonic()
+    if left < 60:
+        return [{"note": "skipped: time budget spent"}]
+    rows = run_benchmark("vggt-1b-4d", (2, 4, 8, 16), (1, 4, 8, 16), 294, 518, "cuda", "bf16", None, patch_embed_chunk=16,
+                         head_chunk=4, repeats=2, max_seconds=min(8.0, left / 40), mem_cap_gib=130.0)
+    return [asdict(r) for r in rows]
+
+
+def _dit_step(args, deadline: float) -> list[dict]:
+    from video4d import load_dit
+
+    V, T = args.dit_grid
+    row: dict[str, Any] = {"model": "wan2.1-t2v-1.3b", "V": V, "T": T, "latent": "60x104 (480p)"}
+    if time.monotonic() > deadline:
+        return [{**row, "note": "skipped: time budget spent"}]
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = load_dit({"preset": "wan2.1-t2v-1.3b", "gradient_checkpointing": True, "attention_backend": "flex"},
+                     init="random", device=dev)
+    c = model.config
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    x = torch.randn(1, V, T, c.in_dim, 60, 104, device=dev)
+    context = torch.randn(1, c.text_len, c.text_dim, device=dev)
+    timestep = torch.full((1,), 500.0, device=dev)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = (model(x, timestep, context) - x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    try:
+        seconds = _time(step, 2)
+    except torch.OutOfMemoryError:
+        return [{**row, "note": "OOM"}]
+    flops = dit_step_flops(params, V, T, WAN_480P_TOKENS[0] * WAN_480P_TOKENS[1], c.dim, c.num_layers, c.text_len)
+    peak = peak_tflops(torch.cuda.get_device_name(dev), args.peak_tflops)
+    row.update(params=params, tokens=V * T * WAN_480P_TOKENS[0] * WAN_480P_TOKENS[1], step_s=seconds, model_tflop=flops / 1e12,
+               achieved_tflops=flops / seconds / 1e12, peak_gib=torch.cuda.max_memory_allocated(dev) / 2**30,
+               mfu=None if peak is None else flops / seconds / (peak * 1e12))
+    if peak is None:
+        row["note"] = "MFU n/a: unknown GPU peak, pass --peak-tflops"
+    return [row]
+
+
+CHECKS: dict[str, Callable[[argparse.Namespace, float], list[dict]]] = {
+    "attention": _attention, "gsplat": _gsplat, "recon": _recon, "dit_step": _dit_step,
+}
+
+
+def write_report(results: dict[str, dict[str, Any]], out_dir: str, header: dict[str, Any]) -> str:
+    """``gpu_checks.md`` + ``gpu_checks.json`` from ``{check: {"rows", "seconds"}}``; returns the markdown path."""
+    from eval.perf.__main__ import rows_markdown
+
+    os.makedirs(out_dir, exist_ok=True)
+    lines = ["# GPU checks", "", ", ".join(f"{k}: {v}" for k, v in header.items()), ""]
+    for name, result in results.items():
+        lines += [f"## {name}", "", f"({result['seconds']:.1f} s)", "", rows_markdown(result["rows"]), ""]
+    path = os.path.join(out_dir, "gpu_checks.md")
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    atomic_write_bytes(os.path.join(out_dir, "gpu_checks.json"), json.dumps({"header": header, "checks": results}, indent=1, default=str).encode())
+    return path
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """The command line (see the module docstring); unknown check names are an error."""
+    p = argparse.ArgumentParser(prog="python -m eval.perf.gpu_checks", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.path.join("outputs", "gpu_checks"), help="report directory")
+    p.add_argument("--only", default=",".join(CHECKS), help=f"comma-separated subset of {','.join(CHECKS)}")
+    p.add_argument("--budget-s", type=float, default=540.0, help="wall-clock budget; later checks are skipped once spent")
+    p.add_argument("--heads", type=int, default=12, help="attention heads (Wan2.1-1.3B: 12; 14B: 40)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up")
+    p.add_argument("--mem-cap-gib", type=float, default=40.0, help="skip dense-mask SDPA when its N x N mask + bias exceed this")
+    p.add_argument("--dit-grid", type=int, nargs=2, default=[8, 8], metavar=("V", "T"), help="grid of the DiT training step")
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s for MFU (default: from the GPU name)")
+    args = p.parse_args(argv)
+    args.checks = [c for c in args.only.split(",") if c]
+    unknown = sorted(set(args.checks) - set(CHECKS))
+    if unknown:
+        p.error(f"unknown checks {unknown}; choose from {list(CHECKS)}")
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> str:
+    """Run the checks (or write a 'skipped' report without CUDA); returns the markdown path."""
+    args = parse_args(argv)
+    header: dict[str, Any] = {"torch": torch.__version__, "checks": ",".join(args.checks)}
+    if not torch.cuda.is_available():
+        header["status"] = "skipped: no CUDA device (these checks need an H100/H200; run them where one is lent)"
+        print(f"[gpu_checks] {header['status']}")
+        return write_report({}, args.out, header)
+    header["gpu"] = torch.cuda.get_device_name(0)
+    deadline = time.monotonic() + args.budget_s
+    results = {}
+    for name in args.checks:
+        start = time.perf_counter()
+        results[name] = {"rows": CHECKS[name](args, deadline), "seconds": time.perf_counter() - start}
+        print(f"[gpu_checks] {name}: {results[name]['seconds']:.1f} s", flush=True)
+        write_report(results, args.out, header)  # partial results survive a kill
+        torch.cuda.empty_cache()
+    path = write_report(results, args.out, header)
+    print(f"[gpu_checks] wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

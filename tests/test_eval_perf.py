@@ -1,0 +1,50 @@
+"""`python -m eval.perf` report writing on a minimal subset, and the GPU script's CPU-side logic."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eval.perf import gpu_checks
+from eval.perf.__main__ import main as perf_main
+from eval.perf.__main__ import rows_markdown
+
+
+def test_quick_report_on_one_section(tmp_path):
+    md, js = perf_main(["--quick", "--only", "render", "--device", "cpu", "--out", str(tmp_path)])
+    doc = json.loads(open(js).read())
+    assert list(doc["sections"]) == ["render"] and doc["settings"]["quick"] is True
+    rows = doc["sections"]["render"]["rows"]
+    assert [(r["gaussians"], r["size"]) for r in rows] == [(2000, 64), (10000, 64)]
+    assert all(r["fwd_wall_ms"] > 0 and r["fwd_bwd_wall_ms"] > 0 for r in rows)
+    text = open(md).read()
+    assert "## render: Torch rasterizer" in text and "| gaussians | size | fwd_wall_ms |" in text
+    with pytest.raises(SystemExit):
+        perf_main(["--only", "nonsense", "--out", str(tmp_path)])
+
+
+def test_rows_markdown_columns_in_first_seen_order():
+    table = rows_markdown([{"a": 1, "b": 0.123456}, {"a": 2, "c": None}])
+    assert table.splitlines() == ["| a | b | c |", "|---|---|---|", "| 1 | 0.1235 | - |", "| 2 | - | - |"]
+
+
+def test_gpu_checks_skip_cleanly_without_cuda(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_checks.torch.cuda, "is_available", lambda: False)
+    path = gpu_checks.main(["--out", str(tmp_path)])
+    assert "skipped: no CUDA device" in open(path).read()
+    assert json.loads((tmp_path / "gpu_checks.json").read_text())["checks"] == {}
+
+
+def test_gpu_checks_arguments_flops_and_report(tmp_path):
+    args = gpu_checks.parse_args(["--only", "gsplat,dit_step", "--dit-grid", "4", "2", "--budget-s", "300"])
+    assert args.checks == ["gsplat", "dit_step"] and args.dit_grid == [4, 2] and args.budget_s == 300
+    with pytest.raises(SystemExit):
+        gpu_checks.parse_args(["--only", "attention,bogus"])
+    assert gpu_checks.peak_tflops("NVIDIA H200") == 989.4 and gpu_checks.peak_tflops("Some GPU") is None
+    assert gpu_checks.peak_tflops("NVIDIA H100 80GB HBM3", override=500.0) == 500.0
+    # 2 x 1 grid, 3 tokens per frame: N = 6 tokens, K = (2 + 1 - 1) * 3 + 4 text tokens = 10 keys
+    assert gpu_checks.dit_step_flops(100, 2, 1, 3, dim=8, layers=2, text_len=4) == 6 * 100 * 6 + 3 * 4 * 6 * 10 * 8 * 2
+    results = {"dit_step": {"rows": [{"model": "m", "step_s": 1.5, "mfu": 0.41}], "seconds": 2.0}}
+    path = gpu_checks.write_report(results, str(tmp_path), {"gpu": "fake"})
+    text = open(path).read()
+    assert "## dit_step" in text and "| m | 1.5 | 0.41 |" in text
