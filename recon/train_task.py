@@ -23,7 +23,9 @@ renderer and the export all use it, so GT intrinsics are used as they are everyw
 
 Stages (``stage``): ``static`` (T = 1; trains the Gaussian head only, backbone frozen) and
 ``dynamic`` (T = ``recon_data.num_frames``; trains the temporal blocks and the Gaussian head; a
-``recon_data.static_ratio`` share of samples are static scenes duplicated across time).
+``recon_data.static_ratio`` share of samples are separate static scenes duplicated across time,
+mixed in by :class:`fourd.data.MixtureDataset`). With camera token replacement, samples whose
+cameras move over time are rejected (:func:`check_fixed_cameras`).
 ``recon_model.trainable`` = ``stage`` (that choice), ``all``, or a list of name prefixes.
 """
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "ReconTask",
     "SceneSampler",
     "build_criterion",
+    "check_fixed_cameras",
     "evaluate",
     "normalize_ground_truth",
     "scale_alignment",
@@ -116,12 +119,19 @@ def split_views(num_views: int, num_inputs: int) -> tuple[list[int], list[int]]:
 
 
 class SceneSampler:
-    """Scenes for training and evaluation: ``sample(index, T, static, held_out)``.
+    """Scenes for training and evaluation: ``sample(index, T, static, held_out)``; the training
+    stream mixes both kinds through :meth:`mixture`.
 
-    ``cfg`` is the ``recon_data`` node. ``source: synthetic`` renders :func:`fourd.data.generate_scene`
-    scenes (training scene ``seed + index % num_scenes``, held-out scene ``eval_seed + index``);
-    ``source: disk`` reads the scene format under ``scenes`` / ``eval_scenes`` (cameras and depth
-    required). A static sample is one timestep of a static scene repeated ``T`` times.
+    ``cfg`` is the ``recon_data`` node. **Dynamic** samples: ``source: synthetic`` renders
+    :func:`fourd.data.generate_scene` scenes (training scene ``seed + index % num_scenes``, held-out
+    scene ``eval_seed + index``); ``source: disk`` reads ``scenes`` / ``eval_scenes``
+    (:class:`fourd.data.MultiViewSource`, cameras and depth required). **Static** samples are
+    separate static scenes built as the paper builds them (§3.2: static datasets "copying multi-view
+    samples across timesteps"; the generator's ``StaticSceneSource`` does the same): the frames of
+    a camera moving through a static scene become the views, each duplicated over the T timesteps.
+    Synthetic: :class:`fourd.data.procedural.ProceduralSource` in its static mode (training seeds
+    ``seed + index % num_scenes``, held-out seeds >= 1_000_000); disk: :class:`fourd.data.StaticSceneSource`
+    on ``static_scenes`` (training only).
     Returns ``{"frames" [V, T, 3, H, W], "depth" [V, T, H, W] (0 = invalid), "extrinsics"
     [V, T, 3, 4], "intrinsics" [V, T, 3, 3], "scene", "kind"}`` with ``V = input_views + target_views``.
     """
@@ -133,40 +143,109 @@ class SceneSampler:
             raise ValueError(f"recon_data height/width must be multiples of the patch size 14, got {cfg.height}x{cfg.width}")
         if cfg.source not in ("synthetic", "disk"):
             raise ValueError(f"unknown recon_data.source {cfg.source!r}; use 'synthetic' or 'disk'")
+        if not 0.0 <= cfg.static_ratio <= 1.0:
+            raise ValueError(f"recon_data.static_ratio must lie in [0, 1], got {cfg.static_ratio}")
+        if cfg.source == "disk" and cfg.static_ratio > 0 and not cfg.static_scenes:
+            raise ValueError(f"recon_data.static_ratio={cfg.static_ratio} needs recon_data.static_scenes (a root of static scenes, "
+                             "reused across time as the paper does); or set recon_data.static_ratio=0")
         self._cached = functools.lru_cache(maxsize=cfg.cache)(self._load)
-        self._sources: dict[tuple[int, bool], Any] = {}
+        self._sources: dict[tuple[int, bool, bool], Any] = {}
 
     def sample(self, index: int, num_frames: int, static: bool, held_out: bool = False) -> dict[str, Any]:
         """Sample ``index`` (see the class docstring)."""
-        sample = self._cached(index, 1 if static else num_frames, static, held_out)
-        if static and num_frames > 1:
-            sample = {k: v.expand(-1, num_frames, *v.shape[2:]) if torch.is_tensor(v) else v for k, v in sample.items()}
-        return sample
+        return self._cached(index, num_frames, static, held_out)
+
+    def mixture(self, num_frames: int):
+        """The training stream: :class:`fourd.data.MixtureDataset` (the generator's mixture) of the
+        ``dynamic`` and ``static`` samples at ratio ``1 - static_ratio : static_ratio``, seeded by
+        ``seed``, view order kept (split_views relies on it); ``mixture[position]`` is a sample."""
+        from fourd.data import MixtureDataset
+
+        r = float(self.cfg.static_ratio)
+        sources = {"dynamic": _KindSource(self, num_frames, False), "static": _KindSource(self, num_frames, True)}
+        return MixtureDataset(sources, {"dynamic": 1.0 - r, "static": r}, seed=self.cfg.seed, reverse_views_prob=0.0)
+
+    def __len__(self) -> int:
+        """Training scenes per kind: ``num_scenes`` (synthetic) or the dynamic root's scene count."""
+        return int(self.cfg.num_scenes) if self.cfg.source == "synthetic" else len(self._disk(1, False, False))
 
     def _load(self, index: int, num_frames: int, static: bool, held_out: bool) -> dict[str, Any]:
         cfg = self.cfg
+        if cfg.source == "synthetic" and static:
+            s = self._procedural(held_out).sample(index, num_frames)
+            return {k: s[k] for k in ("frames", "depth", "extrinsics", "intrinsics", "scene", "kind")}
         if cfg.source == "synthetic":
             from fourd.data import generate_scene
 
             seed = cfg.eval_seed + index if held_out else cfg.seed + index % cfg.num_scenes
-            s = generate_scene(seed, self.num_views, num_frames, cfg.height, cfg.width, "static" if static else "dynamic", arc_degrees=cfg.arc_degrees)
+            s = generate_scene(seed, self.num_views, num_frames, cfg.height, cfg.width, "dynamic", arc_degrees=cfg.arc_degrees)
             return {"frames": s.frames, "depth": s.depth, "extrinsics": s.extrinsics, "intrinsics": s.intrinsics, "scene": s.name, "kind": s.kind}
-        return self._load_disk(index, num_frames, held_out)
-
-    def _load_disk(self, index: int, num_frames: int, held_out: bool) -> dict[str, Any]:
-        from fourd.data import MultiViewSource
-
-        cfg = self.cfg
-        key = (num_frames, held_out)
-        if key not in self._sources:
-            root = cfg.eval_scenes if held_out else cfg.scenes
-            self._sources[key] = MultiViewSource(root, self.num_views, num_frames, (cfg.height, cfg.width), cfg.frame_stride, "random",
-                                                 with_depth=True, seed=cfg.seed)
-        source = self._sources[key]
+        if static and held_out:
+            raise ValueError("held-out static samples from disk are not defined: recon_data.static_scenes is a training root")
+        source = self._disk(num_frames, static, held_out)
         s = source.sample(index % len(source), np.random.default_rng([cfg.seed, index, int(held_out)]))
         if not s["has_cameras"]:
             raise ValueError(f"scene {s['scene']}: the reconstructor's training data needs cameras (scene.json cameras)")
         return {"frames": s["frames"], "depth": s["depth"], **s["cameras"], "scene": s["scene"], "kind": s["kind"]}
+
+    def _procedural(self, held_out: bool):
+        from fourd.data.procedural import ProceduralSource
+
+        key = (0, True, held_out)
+        if key not in self._sources:
+            cfg = self.cfg
+            self._sources[key] = ProceduralSource(self.num_views, cfg.height, cfg.width, "held_out" if held_out else "train", cfg.seed,
+                                                  num_scenes=None if held_out else cfg.num_scenes, static_fraction=1.0,
+                                                  arc_degrees=cfg.arc_degrees, cache=1)
+        return self._sources[key]
+
+    def _disk(self, num_frames: int, static: bool, held_out: bool):
+        from fourd.data import MultiViewSource, StaticSceneSource
+
+        cfg = self.cfg
+        key = (num_frames, static, held_out)
+        if key not in self._sources:
+            size = (cfg.height, cfg.width)
+            if static:
+                self._sources[key] = StaticSceneSource(cfg.static_scenes, self.num_views, num_frames, size, with_depth=True, seed=cfg.seed)
+            else:
+                root = cfg.eval_scenes if held_out else cfg.scenes
+                self._sources[key] = MultiViewSource(root, self.num_views, num_frames, size, cfg.frame_stride, "random",
+                                                     with_depth=True, seed=cfg.seed)
+        return self._sources[key]
+
+
+class _KindSource:
+    """One kind (static or dynamic) of a :class:`SceneSampler`'s training samples at ``T`` frames, as
+    a :class:`fourd.data.MixtureDataset` source (``len`` and ``sample(index, rng)``)."""
+
+    def __init__(self, sampler: SceneSampler, num_frames: int, static: bool):
+        self.sampler, self.num_frames, self.static = sampler, num_frames, static
+
+    def __len__(self) -> int:
+        cfg = self.sampler.cfg
+        if self.static and cfg.source == "disk":
+            return len(self.sampler._disk(self.num_frames, True, False)) if cfg.static_scenes else 0
+        return len(self.sampler)
+
+    def sample(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        return dict(self.sampler.sample(index, self.num_frames, self.static))
+
+
+def check_fixed_cameras(sample: Mapping[str, Any], allow_moving: bool, tol: float = 1e-4) -> None:
+    """Camera token replacement gives every timestep the cameras of the first one, so it assumes
+    each view's camera does not move over time: raise ``ValueError`` (``allow_moving``: warn) when
+    the GT ``extrinsics [V, T, 3, 4]`` of ``sample`` change over t by more than ``tol``."""
+    ext = sample["extrinsics"]
+    motion = float((ext - ext[:, :1]).abs().amax()) if ext.shape[1] > 1 else 0.0
+    if motion <= tol:
+        return
+    msg = (f"scene {sample.get('scene', '?')}: the cameras move over time (max change of the extrinsics {motion:.3g}) but "
+           "recon_model.camera_token_replacement=true assumes fixed cameras per view; use fixed-camera data, "
+           "recon_model.camera_token_replacement=false, or recon_data.allow_moving_cameras=true to only warn")
+    if not allow_moving:
+        raise ValueError(msg)
+    warnings.warn(msg, stacklevel=2)
 
 
 def collate(samples: Sequence[Mapping[str, Any]], num_inputs: int, device: torch.device) -> dict[str, Any]:
@@ -235,6 +314,7 @@ class ReconTask:
             raise ValueError(f"unknown stage {self.stage!r}; use one of {sorted(STAGE_TRAINABLE)}")
         self.num_frames = 1 if self.stage == "static" else int(cfg.recon_data.num_frames)
         self.scenes = SceneSampler(cfg.recon_data)
+        self._mixture = None  # the training stream, built on first use (SceneSampler.mixture)
         self.position = 0
         self.criterion: Optional[nn.Module] = None
         self.model_config: dict[str, Any] = {}
@@ -266,16 +346,21 @@ class ReconTask:
     def on_step(self, step: int) -> None:
         """No step schedule: the stage fixes T."""
 
-    def _is_static(self, index: int) -> bool:
-        rng = np.random.default_rng([self.cfg.recon_data.seed, index, 7])
-        return bool(rng.random() < self.cfg.recon_data.static_ratio)
+    def _checked(self, sample: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``sample``, after :func:`check_fixed_cameras` when the model replaces camera tokens."""
+        if self.cfg.recon_model.camera_token_replacement:
+            check_fixed_cameras(sample, bool(self.cfg.recon_data.allow_moving_cameras))
+        return sample
 
     def next_batch(self, micro_batch: int, device: torch.device) -> dict[str, Any]:
-        """This rank's next samples (global indices ``rank, rank + W, ...``), collated (:func:`collate`)."""
+        """This rank's next samples (global mixture positions ``rank, rank + W, ...``: dynamic and
+        static samples, :meth:`SceneSampler.mixture`), collated (:func:`collate`)."""
         samples = []
         for _ in range(micro_batch):
             index = self.position * self.env.world_size + self.env.rank
-            samples.append(self.scenes.sample(index, self.num_frames, self._is_static(index)))
+            if self._mixture is None:
+                self._mixture = self.scenes.mixture(self.num_frames)
+            samples.append(self._checked(self._mixture[index]))
             self.position += 1
         return collate(samples, self.cfg.recon_data.input_views, device)
 
@@ -329,7 +414,8 @@ class ReconTask:
     def eval_batches(self, device: torch.device):
         """Held-out scenes (``recon_data.eval_scenes`` of them, dynamic at this stage's T), one per batch."""
         for i in range(self.cfg.recon_data.eval_scene_count):
-            yield collate([self.scenes.sample(i, self.num_frames, False, held_out=True)], self.cfg.recon_data.input_views, device)
+            sample = self._checked(self.scenes.sample(i, self.num_frames, False, held_out=True))
+            yield collate([sample], self.cfg.recon_data.input_views, device)
 
     def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:
         """Log held-out PSNR/SSIM and return a grid of the first held-out scene: per target view, the

@@ -144,7 +144,8 @@ def test_disk_scenes_give_the_same_batch_layout_and_a_finite_loss(tmp_path):
         write_synthetic_dataset(str(tmp_path / split), 2, seed=seed, num_views=4, num_frames=3, height=32, width=40)
     cfg = _compose("recon_data=disk", f"recon_data.scenes={tmp_path / 'train'}", f"recon_data.eval_scenes={tmp_path / 'val'}",
                    "recon_data.height=28", "recon_data.width=28", "recon_data.input_views=2", "recon_data.target_views=2",
-                   "recon_data.num_frames=2", "recon_data.eval_scene_count=1", "stage=dynamic", "loss.lpips_weight=0")
+                   "recon_data.num_frames=2", "recon_data.eval_scene_count=1", "stage=dynamic", "loss.lpips_weight=0",
+                   "recon_data.static_ratio=0")
     task = ReconTask(cfg, DistEnv())
     model = task.build_model()
     batch = task.next_batch(2, torch.device("cpu"))
