@@ -160,3 +160,19 @@ def test_heads_run_in_fp32_under_bf16_autocast_like_official_vggt():
         assert got.dtype == torch.float32, name
         torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)
     assert out.gaussians.means.dtype == torch.float32
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detach_depth_decides_whether_the_centres_carry_gradient_into_depth(detach):
+    """``gaussian.detach_depth`` (Splatt3r's detached points): the centres' gradient reaches the depth
+    map only without it; centres are the same either way."""
+    torch.manual_seed(3)
+    head = build_reconstructor({"preset": "tiny-4d", "gaussian": {"detach_depth": detach}}).gaussian_head
+    depth = (1 + torch.rand(2, HW, HW)).requires_grad_()
+    ext = torch.cat([torch.eye(3), torch.zeros(3, 1)], -1).expand(2, 3, 4)
+    K = torch.tensor([[30.0, 0, HW / 2], [0, 30.0, HW / 2], [0, 0, 1]]).expand(2, 3, 3)
+    raw = torch.randn(2, 14, HW, HW, requires_grad=True)
+    g = head.to_gaussians(raw, torch.rand(2, 3, HW, HW), depth, ext, K)
+    (grad,) = torch.autograd.grad(g.means.square().sum(), depth, allow_unused=True)
+    assert (grad is None) == detach
+    torch.testing.assert_close(g.means[..., 2].detach(), depth.detach() * (1 + 0.05 * raw[:, 2].detach()))

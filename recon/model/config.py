@@ -30,12 +30,16 @@ class GaussianHeadConfig:
     ``init_scale_px``: scales at initialisation, in pixel footprints (``depth / focal``).
     ``init_weight_gain``: factor on the default init of the output-layer weights for opacity,
     scale and rotation (position and colour weights start at zero).
+    ``detach_depth``: the Gaussian centres (unprojection and offset) use the predicted depth without
+    gradient, as Splatt3r detaches its points, so the rendering loss never moves the depth head or
+    the backbone through the centres (docs/recon.md: the measurement behind the default).
     """
 
     offset_scale: float = 0.05
     init_opacity: float = 0.1
     init_scale_px: float = 0.5
     init_weight_gain: float = 0.1
+    detach_depth: bool = False
 
 
 @dataclass(frozen=True)

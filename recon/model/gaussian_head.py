@@ -6,10 +6,11 @@ Output channels (14, paper App. C): ``[0:3]`` centre refinement, ``[3]`` opacity
 Parameterisation (``d`` = predicted depth of the pixel, ``f = sqrt(fx * fy)`` its focal length in
 pixels, so ``d / f`` is the pixel's footprint in world units; ``R`` = world-from-camera rotation):
 
-- centre = ``unproject(depth, cameras)`` (VGGT convention: integer pixels, principal point
-  ``(W/2, H/2)``; world = the first camera of the set) ``+ R (offset_scale * d * raw[0:3])``: the
-  refinement is predicted in the camera frame in units of depth (Splatt3r-style residual), so it is
-  scale-equivariant like VGGT's normalised geometry.
+- centre = ``unproject(depth, cameras)`` (pixel centres at +0.5, principal point ``(W/2, H/2)``:
+  ``recon.geometry``'s one convention; world = the first camera of the set)
+  ``+ R (offset_scale * d * raw[0:3])``: the refinement is predicted in the camera frame in units of
+  depth (Splatt3r-style residual), so it is scale-equivariant like VGGT's normalised geometry. With
+  ``cfg.detach_depth`` the depth enters the centre without gradient (Splatt3r).
 - opacity = ``sigmoid(raw[3])``.
 - scales = ``(d / f).detach() * softplus(raw[4:7])`` (linear, positive; in pixel footprints, the
   footprint being a fixed unit rather than a path for gradients into depth).
@@ -108,9 +109,10 @@ class GaussianHead(DPTHead):
         raw = raw.permute(0, 2, 3, 1)
         rot_c2w = camera_to_world_rotation(extrinsics)
         d = depth[..., None]
-        offset_cam = self.cfg.offset_scale * d * raw[..., _POS]
+        centre_depth = depth.detach() if self.cfg.detach_depth else depth  # Splatt3r detaches its points
+        offset_cam = self.cfg.offset_scale * centre_depth[..., None] * raw[..., _POS]
         offset = (offset_cam[..., None, :] * rot_c2w[:, None, None]).sum(-1)
-        means = unproject_depth(depth, extrinsics, intrinsics) + offset
+        means = unproject_depth(centre_depth, extrinsics, intrinsics) + offset
         focal = (intrinsics[:, 0, 0] * intrinsics[:, 1, 1]).sqrt()[:, None, None, None]
         scales = (d / focal).detach() * F.softplus(raw[..., _SCALE])
         q_c2w = matrix_to_quat_wxyz(rot_c2w)[:, None, None]
