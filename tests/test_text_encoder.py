@@ -223,3 +223,21 @@ def test_tiny_preset_is_seeded_and_leaves_global_rng_alone():
 def test_clean_text_is_wans_whitespace_cleaning():
     assert clean_text("  a &amp;amp; b\n\t c  ") == "a & b c"
     assert clean_text("x  y", "none") == "x  y"
+
+
+def test_config_group_yaml_keys_are_loader_arguments(tmp_path):
+    import inspect
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from video4d.text_context import load_context, save_context
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "text_encoder"
+    params = set(inspect.signature(load_text_encoder).parameters) - {"device"}
+    for name in ("tiny", "umt5-xxl"):
+        assert set(OmegaConf.load(root / f"{name}.yaml")) == params, name
+    encoder = load_text_encoder(**OmegaConf.to_container(OmegaConf.load(root / "tiny.yaml")))
+    (context,) = encoder.encode(["a green cone bounces"])
+    save_context(str(tmp_path / "c.safetensors"), context)  # precomputed files keep working
+    assert torch.equal(load_context(str(tmp_path / "c.safetensors"), text_dim=32), context)
