@@ -260,3 +260,25 @@ def test_tiny_dit_loss_with_references_goes_down():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_gaussian_baseline_velocity_is_the_least_squares_predictor_for_gaussian_latents():
+    from video4d.flow_eval import gaussian_velocity
+
+    mean, var = torch.tensor([0.5, -1.0]), torch.tensor([0.25, 2.0])
+    x = torch.randn(1, 1, 1, 2, 3, 3)
+    torch.testing.assert_close(gaussian_velocity(x, torch.ones(1), mean, var), x - mean.view(1, 1, 1, 2, 1, 1))  # sigma 1: x = eps
+    torch.testing.assert_close(gaussian_velocity(x, torch.zeros(1), mean, var), -x)  # sigma 0: x = x0
+    g = torch.Generator().manual_seed(0)
+    n, sigma = 200000, 0.4
+    x0 = mean.view(1, 2) + var.sqrt().view(1, 2) * torch.randn(n, 2, generator=g)
+    eps = torch.randn(n, 2, generator=g)
+    xs = (1 - sigma) * x0 + sigma * eps
+    for c in range(2):  # the exact E[eps - x0 | x] is affine in x: compare with a least-squares fit
+        design = torch.stack([xs[:, c], torch.ones(n)], 1)
+        coef = torch.linalg.lstsq(design, (eps - x0)[:, c:c + 1]).solution[:, 0]
+        probe = torch.tensor([-1.0, 0.0, 2.0])
+        grid = torch.zeros(3, 1, 1, 2, 1, 1)
+        grid[:, 0, 0, c, 0, 0] = probe
+        got = gaussian_velocity(grid, torch.full((3,), sigma), mean, var)[:, 0, 0, c, 0, 0]
+        torch.testing.assert_close(got, coef[0] * probe + coef[1], rtol=0, atol=0.02)
