@@ -99,10 +99,9 @@ def test_failure_mid_run_leaves_nothing_complete_looking(example, tmp_path, monk
         raise RuntimeError("injected reconstructor failure")
 
     monkeypatch.setattr(job, "_reconstruct_item", broken)  # the grid files are written before this stage
-    assert job.run_inference(_cfg(example), str(tmp_path)) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch_summary.json"]
-    (row,) = json.loads((tmp_path / "batch_summary.json").read_text())["items"]
-    assert row["status"] == "failed" and "injected reconstructor failure" in row["detail"]
+    with pytest.raises(RuntimeError, match="injected reconstructor failure"):
+        job.run_inference(_cfg(example), str(tmp_path))
+    assert list(tmp_path.iterdir()) == []  # neither the item folder nor its partial folder
 
 
 def test_batch_survives_a_bad_item_and_ranks_shard_the_items(example, tmp_path, monkeypatch):
@@ -133,6 +132,9 @@ def test_bad_settings_exit_non_zero_with_one_line(example, tmp_path, capsys):
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip().splitlines() == ["infer: error: InputError: frames=8 is not 4k+1 (use 1, 5, 9, 17, ...)"]
     (tmp_path / "o" / "clip").mkdir(parents=True)
-    assert job.run_inference(_cfg(example, "stages=generate"), str(tmp_path / "o")) == 1
-    (row,) = json.loads((tmp_path / "o" / "batch_summary.json").read_text())["items"]
-    assert "exists" in row["detail"] and not any((tmp_path / "o" / "clip").iterdir())
+    with pytest.raises(job.InputError, match="exists: choose another output.dir or set output.overwrite=true"):
+        job.run_inference(_cfg(example, "stages=generate"), str(tmp_path / "o"))
+    assert not any((tmp_path / "o" / "clip").iterdir())
+    with pytest.raises(SystemExit):
+        main(_cfg(example, "input.video=/no/such/clip.mp4", f"output.dir={tmp_path}"))
+    assert capsys.readouterr().err.strip().splitlines() == ["infer: error: InputError: input video not found: /no/such/clip.mp4"]

@@ -157,7 +157,7 @@ class Models:
                 from recon.model import load_reconstructor
 
                 torch.manual_seed(cfg.reconstructor.init_seed)
-                self.reconstructor = load_reconstructor(cfg.reconstructor.config, weights=cfg.reconstructor.weights).to(dtype=dtype).eval()
+                self.reconstructor = load_reconstructor(cfg.reconstructor.config, weights=cfg.reconstructor.weights, device="cpu", dtype=dtype).eval()
                 weights["reconstructor"] = cfg.reconstructor.weights
         recorder.place(self.dit, self.vae, self.text_encoder, self.reconstructor)
         self.weights = weights  # name -> URL, None = seeded random init
@@ -272,7 +272,8 @@ def _check(cfg: DictConfig) -> None:
 
 def run_inference(cfg: DictConfig, out_root: str) -> int:
     """Run every input of ``cfg`` (``configs/infer.yaml``) that belongs to this rank; returns the
-    number of failed items (each reported in one line; a table of all items is logged at the end)."""
+    number of failed items (each reported in one line; a table of all items is logged at the end).
+    A single input (no ``input.list``) that fails raises its error instead (nothing of it is left)."""
     from fourd.train.distributed import dist_env
     from tqdm.auto import tqdm
 
@@ -280,6 +281,7 @@ def run_inference(cfg: DictConfig, out_root: str) -> int:
     env = dist_env()
     device = env.device if cfg.device == "auto" else torch.device(cfg.device)
     items = resolve_items(cfg)[env.rank :: env.world_size]
+    node_list = cfg.input.list
     os.makedirs(out_root, exist_ok=True)
     load = StageRecorder(device, cfg.offload)
     models = Models(cfg, device, load)
@@ -289,7 +291,9 @@ def run_inference(cfg: DictConfig, out_root: str) -> int:
             summary = _run_item(cfg, models, item, out_root, device, load)
             seconds = sum(s["seconds"] for s in summary["stages"].values())
             rows.append({"item": item.name, "status": "ok", "seconds": round(seconds, 2), "detail": os.path.join(out_root, item.name)})
-        except Exception as e:  # a batch reports and skips a failing item
+        except Exception as e:  # a batch reports and skips a failing item; a single input fails the run
+            if node_list is None:
+                raise
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
             log.error("%s FAILED: %s: %s", item.name, type(e).__name__, message)
             log.debug("traceback of %s", item.name, exc_info=True)
