@@ -34,7 +34,7 @@ from video4d.grid import ReferenceCells
 from video4d.sampler import sample
 from video4d.text_context import CaptionContexts
 
-__all__ = ["VideoTask", "VideoBatch", "ProceduralClips", "MixtureSource", "build_source", "clip_id"]
+__all__ = ["VideoTask", "VideoBatch", "ProceduralClips", "MixtureSource", "build_source", "clip_id", "warm_latent_cache"]
 
 _LOADER_KEYS = ("weights", "trainable", "init", "init_seed")
 log = logging.getLogger(__name__)
@@ -268,6 +268,24 @@ class VideoTask:
         stride = self.cfg.preview.frame_stride
         rows = torch.cat([frames[0, :, ::stride], decoded[0, :, ::stride].clamp(0, 1)], 0)  # [2V, F', 3, H, W]
         return make_grid(rows.flatten(0, 1).float().cpu(), nrow=rows.shape[1], padding=1)
+
+
+def warm_latent_cache(cfg: DictConfig, start: int, stop: int, env: Optional[DistEnv] = None) -> int:
+    """Encode the clips of sample indices ``start .. stop - 1`` at the first clip length of
+    ``schedule.frames`` into ``vae.latent_cache``, as the training run would on first reading them
+    (run several of these on disjoint ranges in parallel before or beside training). Returns the
+    number of clips encoded now (the others were cached already)."""
+    if not cfg.vae.latent_cache:
+        raise ValueError("warm_latent_cache needs vae.latent_cache (the cache root to fill)")
+    from fourd.train.distributed import dist_env
+
+    task = VideoTask(cfg, env or dist_env())
+    task.build_model()
+    before = task.latent_cache.misses
+    for index in range(start, stop):
+        task.position = index
+        task.next_batch(1, task.env.device)
+    return task.latent_cache.misses - before
 
 
 def clip_id(scene: str, frames: torch.Tensor, vae_hash: str) -> str:
