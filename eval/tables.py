@@ -11,7 +11,11 @@ from typing import Any, Iterable, Mapping
 
 __all__ = ["COLUMNS", "format_value", "markdown_table", "results_markdown", "combined_markdown"]
 
-COLUMNS = {"psnr": ("PSNR (dB) ↑", 2), "ssim": ("SSIM ↑", 4), "lpips": ("LPIPS ↓", 4)}
+COLUMNS = {
+    "psnr": ("PSNR (dB) ↑", 2), "ssim": ("SSIM ↑", 4), "lpips": ("LPIPS ↓", 4),
+    "flicker": ("flickering ↑", 4), "reproj_l1": ("reproj. L1 ↓", 4),
+    "FVD-F": ("FVD-F ↓", 2), "FVD-V": ("FVD-V ↓", 2), "FVD-Diag": ("FVD-Diag ↓", 2), "FV4D": ("FV4D ↓", 2),
+}
 
 
 def format_value(value: Any, decimals: int = 4) -> str:

@@ -46,12 +46,14 @@ class DatasetNotFoundError(FileNotFoundError):
 @dataclass
 class Clip:
     """One evaluation scene: ``frames [V, T, 3, H, W]``, ``extrinsics [V, T, 3, 4]``, ``intrinsics
-    [V, T, 3, 3]`` (None when the layout has no cameras), ``splits`` per view (Tanks and Temples)."""
+    [V, T, 3, 3]`` (None when the layout has no cameras), ``depth [V, T, H, W]`` (camera z; None when
+    the layout has none), ``splits`` per view (Tanks and Temples)."""
 
     name: str
     frames: torch.Tensor
     extrinsics: Optional[torch.Tensor] = None
     intrinsics: Optional[torch.Tensor] = None
+    depth: Optional[torch.Tensor] = None
     splits: list[str] = field(default_factory=list)
 
 

@@ -55,7 +55,12 @@ class Scoreboard:
     cell_sums: dict[str, torch.Tensor] = field(default_factory=dict)
     cell_counts: dict[str, torch.Tensor] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    scalars: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_scalar(self, method: str, name: str, value: float) -> None:
+        """One per-scene value of metric ``name`` for ``method`` (rows show the mean over scenes)."""
+        self.scalars.setdefault(method, {}).setdefault(name, []).append(float(value))
 
     def add_grid(self, method: str, pred: torch.Tensor, gt: torch.Tensor, scored: Optional[torch.Tensor] = None) -> None:
         """Score frames ``pred``/``gt`` ``[V, T, 3, H, W]`` (pred clamped to [0, 1]) at the cells where
@@ -98,8 +103,8 @@ class Scoreboard:
         return False
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per method: ``{"method", "psnr", "ssim", "lpips", "images", **extra}`` (means over images;
-        unavailable metrics as their ``"n/a (...)"`` string)."""
+        """One row per method: ``{"method", "psnr", "ssim", "lpips", <scalars>, "images", **extra}`` (means
+        over images or scenes; unavailable metrics as their ``"n/a (...)"`` string)."""
         out = []
         for method, metrics in self.values.items():
             row: dict[str, Any] = {"method": method}
@@ -108,6 +113,8 @@ class Scoreboard:
                     row[name] = self.unavailable[name]
                 elif name in metrics:
                     row[name] = _capped_mean(torch.cat(metrics[name]))
+            for name, values in self.scalars.get(method, {}).items():
+                row[name] = sum(values) / len(values)
             row["images"] = int(sum(v.numel() for v in metrics["psnr"]))
             row.update(self.extra.get(method, {}))
             out.append(row)

@@ -100,17 +100,55 @@ def generation_table(cfg: DictConfig, models: Models, clips: Iterable[datasets.C
     the model's row is named ``method``; ``baselines`` adds the VAE round trip and copy rows."""
     board = board or Scoreboard(_spec(cfg))
     s = cfg.sampler
+    fvd_sets: dict[str, list[torch.Tensor]] = {}
+    gt_grids: list[torch.Tensor] = []
     for i, clip in enumerate(clips):
         gt = clip.frames
         mask = scored_cells(gt.shape[0], gt.shape[1], cfg.reference.view, cfg.reference.time)
-        pred = generate_grid(models.dit, models.vae, gt, models.context, s.steps, s.shift, s.seed + i, cfg.reference.view, cfg.reference.time)
-        board.add_grid(method, pred, gt, mask)
-        if not baselines:
-            continue
-        board.add_grid("VAE round trip (upper bound)", vae_round_trip(models.vae, gt), gt, mask)
-        for name, baseline in generation_baselines(gt, cfg.reference.view or 0, cfg.reference.time or 0).items():
-            board.add_grid(name, baseline, gt, mask)
+        preds = {method: generate_grid(models.dit, models.vae, gt, models.context, s.steps, s.shift, s.seed + i,
+                                       cfg.reference.view, cfg.reference.time)}
+        if baselines:
+            preds["VAE round trip (upper bound)"] = vae_round_trip(models.vae, gt)
+            preds.update(generation_baselines(gt, cfg.reference.view or 0, cfg.reference.time or 0))
+        for name, pred in preds.items():
+            board.add_grid(name, pred, gt, mask)
+            _grid_metrics(board, name, pred, clip)
+            if cfg.metrics.i3d_weights is not None:
+                fvd_sets.setdefault(name, []).append(pred)
+        if cfg.metrics.i3d_weights is not None:
+            gt_grids.append(gt)
+    _fvd(cfg, models, board, fvd_sets, gt_grids)
     return board
+
+
+def _grid_metrics(board: Scoreboard, method: str, pred: torch.Tensor, clip: datasets.Clip) -> None:
+    """VBench temporal flickering of the fixed-view videos and, when the clip has ground-truth depth
+    and cameras, the reprojection L1 under that geometry (:mod:`eval.consistency`)."""
+    from eval.consistency import Geometry, reprojection_consistency
+    from eval.flicker import grid_flickering
+
+    board.add_scalar(method, "flicker", float(grid_flickering(pred[None]).mean()))
+    if clip.depth is not None and clip.extrinsics is not None:
+        geometry = Geometry(clip.depth[None], clip.extrinsics[None], clip.intrinsics[None])
+        board.add_scalar(method, "reproj_l1", float(reprojection_consistency(pred[None].float(), geometry)["mean"][0]))
+
+
+def _fvd(cfg: DictConfig, models: Models, board: Scoreboard, sets: dict[str, list[torch.Tensor]], gt_grids: list[torch.Tensor]) -> None:
+    """FVD-F / -V (and -Diag / FV4D from 2 grids on) of each method's grids against the ground truth with
+    the I3D of ``metrics.i3d_weights``; without that file the rows read ``"n/a (no I3D weights file)"``."""
+    from eval.fvd import fvd_family
+    from eval.i3d import load_i3d
+
+    if cfg.metrics.i3d_weights is None:
+        for method in board.values:
+            board.extra.setdefault(method, {})["FVD"] = "n/a (no I3D weights file)"
+        return
+    gt = torch.stack(gt_grids)
+    net = load_i3d(weights=cfg.metrics.i3d_weights, device=models.device)
+    variants = ("FVD-F", "FVD-V", "FVD-Diag", "FV4D") if len(gt) >= 2 else ("FVD-F", "FVD-V")
+    for method, grids in sets.items():
+        scores = fvd_family(torch.stack(grids).to(models.device), gt.to(models.device), net, variants)
+        board.extra.setdefault(method, {}).update({k: float(v) for k, v in scores.items()})
 
 
 def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.Clip, list[int], list[int], Optional[torch.Tensor]]],
@@ -146,10 +184,10 @@ def synthetic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreb
 
     b = cfg.benchmark
     seeds = [b.seed_start + i for i in range(b.num_scenes)]
-    gen_clips = (datasets.Clip(s.name, s.frames) for s in (
+    gen_clips = (datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth) for s in (
         generate_scene(seed, b.generation.views, b.generation.frames, b.generation.height, b.generation.width, "dynamic",
                        arc_degrees=b.arc_degrees) for seed in _progress(seeds, cfg, "synthetic: generation")))
-    boards = {"generation": generation_table(cfg, models, gen_clips)}
+    boards = {"generation (held-out cells)": generation_table(cfg, models, gen_clips)}
     n = b.nvs
     inputs, targets = _split(n.input_views + n.target_views, n.input_views)
 
@@ -158,7 +196,7 @@ def synthetic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreb
             s = generate_scene(seed, n.input_views + n.target_views, n.frames, n.height, n.width, "dynamic", arc_degrees=b.arc_degrees)
             yield datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics), inputs, targets, s.depth
 
-    return nvs_tables(cfg, models, nvs_clips(), boards)
+    return nvs_tables(cfg, models, nvs_clips(), boards, suffix=f" (dynamic, {n.input_views} inputs)")
 
 
 def _split(num_views: int, num_inputs: int) -> tuple[list[int], list[int]]:
@@ -176,7 +214,7 @@ def objaverse(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreb
     b = cfg.benchmark
     scenes = datasets.list_scene_dirs(b.root, "scene.json")[: b.max_scenes]
     clips = (datasets.read_scene_format(u, _gen_size(b), b.frames, b.views) for u in _progress(scenes, cfg, "objaverse"))
-    return {"generation": generation_table(cfg, models, clips)}
+    return {"generation (held-out cells)": generation_table(cfg, models, clips)}
 
 
 def nvidia_dynamic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
@@ -190,7 +228,7 @@ def nvidia_dynamic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, S
             clip.frames = clip.frames[select_views(clip.frames.shape[0], b.views)]
             yield clip
 
-    return {"generation": generation_table(cfg, models, clips())}
+    return {"generation (held-out cells)": generation_table(cfg, models, clips())}
 
 
 def _static_nvs(cfg: DictConfig, models: Models, scenes: list[str], read: Callable[[str], datasets.Clip],
@@ -241,7 +279,7 @@ def neural3d(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scorebo
             inputs, targets = _split(clip.frames.shape[0], b.input_views)
             yield clip, inputs, targets, None
 
-    return nvs_tables(cfg, models, clips())
+    return nvs_tables(cfg, models, clips(), suffix=f" (dynamic, {b.input_views} inputs)")
 
 
 BENCHMARKS: dict[str, Callable[[DictConfig, Models, str], dict[str, Scoreboard]]] = {
