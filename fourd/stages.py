@@ -12,6 +12,7 @@ activations rather than the sum of all models. Each stage records:
 from __future__ import annotations
 
 import contextlib
+import logging
 import resource
 import sys
 import time
@@ -21,6 +22,8 @@ import torch
 from torch import nn
 
 __all__ = ["StageRecorder"]
+
+log = logging.getLogger(__name__)
 
 
 def _rss_peak_mib() -> float:
@@ -72,6 +75,7 @@ class StageRecorder:
                         m.to("cpu")
                 if cuda:
                     torch.cuda.empty_cache()
+            log.info("stage %s: %.2f s", name, record["seconds"])
             old = self.stages.get(name)
             if old is not None:
                 record = {k: (old[k] + v if k == "seconds" else max(old.get(k, 0.0), v)) for k, v in record.items()}
