@@ -140,3 +140,23 @@ def task_model(task):
     from video4d import load_dit
 
     return load_dit("tiny", init="random")
+
+
+def test_base_pretraining_config_runs_with_captions_and_exports_a_loadable_dit(tmp_path):
+    from video4d import load_dit
+
+    overrides = ["vae.config=tiny", "vae.weights=null", f"vae.latent_cache={tmp_path / 'latents'}", "data.height=32", "data.width=32",
+                 "data.num_scenes=2", "schedule.frames=[[0,5]]", "train.steps=1", "train.micro_batch=2", "train.checkpoint_every=0"]
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="train_dit_base", overrides=overrides)
+    assert cfg.data.views == 1 and cfg.model.trainable == ["*"] and cfg.reference.probs.none == 1.0
+    tasks = []
+    result = run_task(cfg, lambda env: tasks.append(VideoTask(cfg, env)) or tasks[0], str(tmp_path))
+    assert result.step == 1
+    task = tasks[0]
+    batch = task.next_batch(2, torch.device("cpu"))
+    assert batch["latents"].shape[1] == 1 and all(c.startswith("a") or c.startswith("an") for c in batch["captions"])
+    ctx = task.context(batch, torch.device("cpu"))
+    assert not torch.equal(ctx[0], ctx[1]) and bool(task.texts.empty.any())  # per-caption contexts; "" is not zeros
+    model = load_dit(weights=str(tmp_path / "export" / "model.safetensors"))
+    assert model.config.dim == 128 and model.config.text_len == 32 and model.config.reference_mode == "paper"
