@@ -35,6 +35,7 @@ __all__ = [
     "camera_path",
     "reconstruct",
     "export_scene",
+    "export_grid",
     "fit_frames",
     "select_times",
 ]
@@ -169,3 +170,14 @@ def fit_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if h % 14 or w % 14:
         raise ValueError(f"reconstructor input size {h}x{w} must be multiples of the patch size 14")
     return ResizeCrop.plan(tuple(frames.shape[-2:]), (h, w), "center").frames(frames)
+
+
+def export_grid(model: torch.nn.Module, frames: torch.Tensor, out_dir: str, frame_stride: int = 4, size: tuple[int, int] = (294, 518),
+                path_frames: int = 16, time: int = 0, fps: float = 8.0, background: Optional[list[float]] = None) -> int:
+    """Reconstruct a generated grid ``frames [V, F, 3, H, W]`` in [0, 1]: every ``frame_stride``-th
+    frame (:func:`select_times`), fitted to ``size`` (:func:`fit_frames`), moved to the model's device
+    and dtype, then :func:`export_scene` into ``out_dir``. Returns the number of timesteps T."""
+    p = next(model.parameters())
+    grid = fit_frames(frames[:, select_times(frames.shape[1], frame_stride)], size)
+    export_scene(model, grid.to(p.device, p.dtype), out_dir, path_frames, time, fps, background)
+    return grid.shape[1]

@@ -218,15 +218,14 @@ def _generate_item(cfg: DictConfig, models: Models, item: Item, out: str, device
     return frames
 
 
-def _reconstruct_item(cfg: DictConfig, models: Models, frames: torch.Tensor, out: str, device: torch.device, recorder: StageRecorder) -> int:
+def _reconstruct_item(cfg: DictConfig, models: Models, frames: torch.Tensor, out: str, recorder: StageRecorder) -> int:
     """Reconstruct the chosen timesteps of ``frames [V, F, 3, H, W]`` and export PLYs, cameras.json and mp4s; returns T."""
-    from recon.inference import export_scene, fit_frames, select_times
+    from recon.inference import export_grid
 
     r = cfg.reconstructor
-    grid = fit_frames(frames[:, select_times(frames.shape[1], r.frame_stride)], (r.height, r.width))
     with recorder.stage("reconstruct", models.reconstructor):
-        export_scene(models.reconstructor, grid.to(device, DTYPES[cfg.dtype]), out, r.path_frames, r.time, cfg.output.fps, list(r.background))
-    return grid.shape[1]
+        return export_grid(models.reconstructor, frames, out, r.frame_stride, (r.height, r.width), r.path_frames, r.time,
+                           cfg.output.fps, list(r.background))
 
 
 def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: torch.device, load: StageRecorder) -> dict[str, Any]:
@@ -242,7 +241,7 @@ def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: to
                     raise InputError(f"cannot read the grid {item.video} for stages=reconstruct ({e})") from None
         else:
             frames = _generate_item(cfg, models, item, out, device, recorder)
-        timesteps = _reconstruct_item(cfg, models, frames, out, device, recorder) if cfg.stages != "generate" else 0
+        timesteps = _reconstruct_item(cfg, models, frames, out, recorder) if cfg.stages != "generate" else 0
         summary = {
             "item": {"name": item.name, "video": item.video, "freeze_time": item.freeze_time, "prompt": item.prompt},
             "grid": {"views": frames.shape[0], "frames": frames.shape[1], "height": frames.shape[-2], "width": frames.shape[-1],
