@@ -24,6 +24,7 @@ import viser
 
 from fourd.viewer.outputs import OutputFiles, camera_frusta, find_outputs, frustum_images, read_image, splats_for_viewer
 from fourd.viewer.static_page import summary_rows, write_static_page
+from recon.export import load_cameras_json
 
 __all__ = ["Viewer", "view"]
 
@@ -31,10 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def _scene_extent(centers: np.ndarray) -> tuple[np.ndarray, float]:
-    """Robust centre (median) and radius (90th percentile distance) of points ``[N, 3]``."""
+    """Robust centre (middle of the 5th-95th percentile box) and radius (90th percentile distance
+    from it) of points ``[N, 3]``."""
     if len(centers) == 0:
         return np.zeros(3), 1.0
-    mid = np.median(centers, axis=0)
+    mid = np.percentile(centers, [5, 95], axis=0).mean(0)
     radius = float(np.percentile(np.linalg.norm(centers - mid, axis=1), 90))
     return mid, radius if np.isfinite(radius) and radius > 0 else 1.0
 
@@ -102,22 +104,21 @@ class Viewer:
         mid, radius = _scene_extent(centers)
         if files.scene is not None:
             self._images = frustum_images(files.url(files.scene), max(len(files.plys), 1))
-        if files.cameras is not None:
-            from recon.export import load_cameras_json
-
-            frusta = camera_frusta(load_cameras_json(files.url(files.cameras)))
-            for v, f in enumerate(frusta):
-                image = None if self._images is None or v >= len(self._images) else self._images[v, 0]
-                self._frusta.append(scene.add_camera_frustum(
-                    f"/cameras/view_{v}", fov=f["fov"], aspect=f["aspect"], scale=0.15 * radius,
-                    image=image, wxyz=f["wxyz"], position=f["position"], color=(70, 70, 70)))
+        frusta = camera_frusta(load_cameras_json(files.url(files.cameras))) if files.cameras is not None else []
+        if frusta:
             eye = frusta[0]["position"]
             if len(centers) == 0:
                 mid = eye + 2.0 * radius * _forward(frusta[0]["wxyz"])
         else:
             eye = mid - np.array([0.0, 0.0, 2.0 * radius])
+        depth = float(np.linalg.norm(mid - eye)) or radius  # distance from camera 0 to the scene: sizes the frusta
+        for v, f in enumerate(frusta):
+            image = None if self._images is None or v >= len(self._images) else self._images[v, 0]
+            self._frusta.append(scene.add_camera_frustum(
+                f"/cameras/view_{v}", fov=f["fov"], aspect=f["aspect"], scale=0.07 * depth, thickness=0.004 * depth,
+                image=image, wxyz=f["wxyz"], position=f["position"], color=(70, 70, 70)))
         cam = self.server.initial_camera
-        cam.position = tuple(eye + 0.4 * (eye - mid) - np.array([0.0, 0.4 * radius, 0.0]))  # behind and above view 0
+        cam.position = tuple(eye + 1.0 * (eye - mid) - np.array([0.0, 0.3 * depth, 0.0]))  # behind and above camera 0 (up is -y)
         cam.look_at = tuple(mid)
 
         T = self.num_timesteps
