@@ -105,6 +105,8 @@ def generate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Path]:
     model, config = build_model(cfg, device)
     shape = (1, cfg.grid.views, cfg.grid.times, config.in_dim, cfg.grid.height, cfg.grid.width)
     context = build_context(cfg.context.file, config, device)
+    if cfg.sampler.guidance != 1.0 and cfg.context.negative_file is None:
+        raise ValueError("sampler.guidance != 1 needs context.negative_file (an encoded negative prompt; CFG never uses zeros)")
     negative = None if cfg.context.negative_file is None else build_context(cfg.context.negative_file, config, device)
     reference = build_reference(cfg, shape, device)
 

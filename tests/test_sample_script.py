@@ -87,3 +87,8 @@ def test_grid_image_puts_views_in_rows_and_times_in_columns():
             assert int(image[y, x, 0]) == round((v * T + t) / 10 * 255)
     assert int(image[0, 0, 0]) == 255
 
+
+
+def test_cfg_without_an_encoded_negative_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="needs context.negative_file"):
+        generate(_cfg("sampler.guidance=3.0"), tmp_path)
