@@ -156,7 +156,7 @@ def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.C
                baselines: bool = True) -> dict[str, Scoreboard]:
     """Novel-view synthesis on ``(clip, input views, target views, depth [V, T, H, W] or None)``: the
     test-time table (the model's row named ``method``, plus the baselines when ``baselines``), and an
-    oracle-cameras table when depth is given."""
+    oracle-cameras table (same baselines) when depth is given."""
     boards = boards if boards is not None else {}
     main = boards.setdefault(f"nvs{suffix}", Scoreboard(_spec(cfg)))
     bg, backend = list(cfg.render.background), cfg.render.backend
@@ -165,7 +165,8 @@ def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.C
         x_tgt = clip.frames[targets][None].to(models.device)
         gt = clip.frames[targets]
         main.add_grid(method, render_test_time_cameras(models.recon, x_in, x_tgt, bg, backend)["renders"][0].cpu(), gt)
-        for name, pred in nvs_baselines(clip.frames[inputs], inputs, targets).items() if baselines else ():
+        copies = nvs_baselines(clip.frames[inputs], inputs, targets) if baselines else {}
+        for name, pred in copies.items():
             main.add_grid(name, pred, gt)
         if depth is not None:
             batch = {"inputs": x_in, "targets": x_tgt, "in_depth": depth[inputs][None].to(models.device), "scenes": [clip.name]}
@@ -174,6 +175,8 @@ def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.C
                 batch[f"{key}_K"] = clip.intrinsics[views][None].to(models.device)
             oracle = boards.setdefault(f"nvs{suffix} (oracle cameras)", Scoreboard(_spec(cfg)))
             oracle.add_grid(method.replace(OURS_NVS, OURS_ORACLE), render_oracle_cameras(models.recon, batch, bg, backend)[0].cpu(), gt)
+            for name, pred in copies.items():
+                oracle.add_grid(name, pred, gt)
     return boards
 
 
