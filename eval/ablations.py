@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eval.protocols import datasets
 from eval.protocols.scoring import Scoreboard
-from eval.protocols.suites import Models, generation_table, nvs_tables
+from eval.protocols.suites import Models, generation_table, held_out_seeds, nvs_tables
 
 __all__ = ["ABLATIONS", "compose_training", "train_variant", "attention_ablation", "recon_ablation"]
 
@@ -61,16 +61,9 @@ def _run_dir(out_dir: str, variant: str) -> str:
     return os.path.join(out_dir, "train", re.sub(r"[^A-Za-z0-9_.-]+", "_", variant))
 
 
-def _synthetic_scenes(cfg: DictConfig, views: int, frames: int, height: int, width: int):
-    from fourd.data import generate_scene
-
-    b = cfg.benchmark
-    for i in range(b.num_scenes):
-        yield generate_scene(b.seed_start + i, views, frames, height, width, "dynamic", arc_degrees=b.arc_degrees)
-
-
 def attention_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
     """Train the DiT once per ``benchmark.variants`` and score generation on held-out synthetic grids."""
+    from fourd.data.procedural import procedural_scene
     from video4d import load_dit
     from video4d.train_task import VideoTask
 
@@ -87,7 +80,8 @@ def attention_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[st
         trained.vae = task.vae.to(trained.device)
         d = train_cfg.data
         frames = int(train_cfg.schedule.frames[-1][1])
-        clips = (datasets.Clip(s.name, s.frames) for s in _synthetic_scenes(cfg, d.views, frames, d.height, d.width))
+        clips = (datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth)
+                 for s in (procedural_scene(seed, d.views, frames, d.height, d.width, "dynamic") for seed in held_out_seeds(b)))
         board = generation_table(cfg, trained, clips, board, method=f"{variant} ({train_cfg.train.steps} steps)", baselines=i == len(b.variants) - 1)
     return {"generation (attention ablation)": board}
 
@@ -95,6 +89,7 @@ def attention_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[st
 def recon_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
     """Train the reconstructor once per ``benchmark.variants`` (name -> recon_model overrides) and score
     dynamic NVS on held-out synthetic scenes."""
+    from fourd.data import generate_scene
     from recon.model import load_reconstructor
     from recon.train_task import LOADER_KEYS, ReconTask, split_views
 
@@ -110,8 +105,9 @@ def recon_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, S
         trained.recon = load_reconstructor({k: v for k, v in node.items() if k not in LOADER_KEYS}, weights=weights).to(trained.device).eval()
         d = train_cfg.recon_data
         inputs, targets = split_views(d.input_views + d.target_views, d.input_views)
-        clips = ((datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics), inputs, targets, s.depth)
-                 for s in _synthetic_scenes(cfg, d.input_views + d.target_views, d.num_frames, d.height, d.width))
+        scenes = (generate_scene(seed, d.input_views + d.target_views, d.num_frames, d.height, d.width, "dynamic", arc_degrees=d.arc_degrees)
+                  for seed in held_out_seeds(b))
+        clips = ((datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics), inputs, targets, s.depth) for s in scenes)
         nvs_tables(cfg, trained, clips, boards, suffix=" (reconstructor ablation)", method=variant, baselines=i == len(b.variants) - 1)
     return boards
 

@@ -4,7 +4,7 @@ Each benchmark function takes the composed eval config (``cfg``; its ``benchmark
 of ``configs/benchmark/``), a :class:`Models` and the run's output dir (unused by most) and returns
 ``{table name: Scoreboard}``:
 
-- ``synthetic``: procedural 4D scenes of held-out seeds (no download): generation on held-out cells,
+- ``synthetic``: synthetic 4D scenes of held-out seeds (no download): generation on held-out cells,
   and dynamic NVS (test-time cameras; oracle cameras in a separate table).
 - ``objaverse`` / ``nvidia_dynamic``: generation on held-out cells (Objaverse-style renders in the
   scene format; NVIDIA Dynamic Scenes' 12 cameras).
@@ -26,7 +26,7 @@ from eval.protocols.generation import generate_grid, scored_cells, vae_round_tri
 from eval.protocols.recon import render_oracle_cameras, render_test_time_cameras
 from eval.protocols.scoring import MetricSpec, Scoreboard
 
-__all__ = ["Models", "BENCHMARKS", "generation_table", "nvs_tables", "select_views"]
+__all__ = ["Models", "BENCHMARKS", "generation_table", "nvs_tables", "select_views", "held_out_seeds"]
 
 OURS_GEN = "ours (4D DiT)"
 OURS_NVS = "ours (test-time cameras)"
@@ -181,22 +181,33 @@ def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.C
 
 
 # ----------------------------------------------------------------------------- benchmarks
+def held_out_seeds(b: DictConfig) -> list[int]:
+    """Scene seeds of the ``benchmark.num_scenes`` held-out scenes: ``fourd.data.procedural.scene_seed(i,
+    "held_out", benchmark.seed)`` (>= 1,000,000; every training source draws below that)."""
+    from fourd.data.procedural import scene_seed
+
+    return [scene_seed(i, "held_out", b.seed) for i in range(b.num_scenes)]
+
+
 def synthetic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
-    """Held-out procedural scenes (seeds ``benchmark.seed_start + i``): generation + dynamic NVS."""
+    """Held-out synthetic scenes: generation on the video model's data (:func:`fourd.data.procedural.procedural_scene`)
+    and dynamic NVS on the reconstructor's (:func:`fourd.data.generate_scene`)."""
     from fourd.data import generate_scene
+    from fourd.data.procedural import procedural_scene
 
     b = cfg.benchmark
-    seeds = [b.seed_start + i for i in range(b.num_scenes)]
+    seeds = held_out_seeds(b)
+    g = b.generation
     gen_clips = (datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth) for s in (
-        generate_scene(seed, b.generation.views, b.generation.frames, b.generation.height, b.generation.width, "dynamic",
-                       arc_degrees=b.arc_degrees) for seed in _progress(seeds, cfg, "synthetic: generation")))
+        procedural_scene(seed, g.views, g.frames, g.height, g.width, "dynamic", arc_degrees=g.arc_degrees)
+        for seed in _progress(seeds, cfg, "synthetic: generation")))
     boards = {"generation (held-out cells)": generation_table(cfg, models, gen_clips)}
     n = b.nvs
     inputs, targets = _split(n.input_views + n.target_views, n.input_views)
 
     def nvs_clips():
         for seed in _progress(seeds, cfg, "synthetic: nvs"):
-            s = generate_scene(seed, n.input_views + n.target_views, n.frames, n.height, n.width, "dynamic", arc_degrees=b.arc_degrees)
+            s = generate_scene(seed, n.input_views + n.target_views, n.frames, n.height, n.width, "dynamic", arc_degrees=n.arc_degrees)
             yield datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics), inputs, targets, s.depth
 
     return nvs_tables(cfg, models, nvs_clips(), boards, suffix=f" (dynamic, {n.input_views} inputs)")
