@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import video4d.pipeline as pipeline
 from fourd.stages import StageRecorder
 from fourd.video_io import InputError, check_frame_count, read_images, read_video
+from recon.inference import fit_frames, select_times
 from video4d import load_dit, load_vae
 from video4d.pipeline import GenerationSettings, encode_text, generate
 
@@ -180,3 +181,13 @@ def test_stage_recorder_accumulates_and_offloads():
     assert list(rec.stages) == ["a", "b"]
     assert rec.stages["a"]["seconds"] >= 0 and rec.stages["a"]["cpu_rss_peak_mib"] > 10
     assert "cuda_max_allocated_mib" not in rec.stages["a"] and "a" in rec.table()
+
+
+def test_reconstruction_takes_every_nth_frame_at_patch_multiples():
+    assert select_times(9, 4) == [0, 4, 8] and select_times(10, 4) == [0, 4, 8] and select_times(1, 4) == [0]
+    frames = torch.rand(2, 3, 3, 32, 48)
+    fitted = fit_frames(frames, (28, 28))
+    torch.testing.assert_close(fitted[1, 2], _reference_fit((frames[1, 2:3].permute(0, 2, 3, 1) * 255).round().byte().numpy(), (28, 28))[0],
+                               atol=3e-3, rtol=0)
+    with pytest.raises(ValueError, match="multiples of the patch size 14"):
+        fit_frames(frames, (28, 30))

@@ -246,7 +246,8 @@ def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: to
             "item": {"name": item.name, "video": item.video, "freeze_time": item.freeze_time, "prompt": item.prompt},
             "grid": {"views": frames.shape[0], "frames": frames.shape[1], "height": frames.shape[-2], "width": frames.shape[-1],
                      "reconstructed_timesteps": timesteps},
-            "stages": {**load.stages, **recorder.stages},
+            "stages": {**load.stages, **recorder.stages},  # model loading is shared by all items of a run
+            "item_seconds": sum(r["seconds"] for r in recorder.stages.values()),
             "weights": {k: {"url": v, "sha256": models.hashes.get(k)} if v else {"url": None, "init": "seeded random (tiny demo)"}
                         for k, v in models.weights.items()},
             "settings": OmegaConf.to_container(cfg, resolve=True),
@@ -288,8 +289,7 @@ def run_inference(cfg: DictConfig, out_root: str) -> int:
     for item in tqdm(items, desc="inputs", disable=len(items) < 2):
         try:
             summary = _run_item(cfg, models, item, out_root, device, load)
-            seconds = sum(s["seconds"] for s in summary["stages"].values())
-            rows.append({"item": item.name, "status": "ok", "seconds": round(seconds, 2), "detail": os.path.join(out_root, item.name)})
+            rows.append({"item": item.name, "status": "ok", "seconds": round(summary["item_seconds"], 2), "detail": os.path.join(out_root, item.name)})
         except Exception as e:  # a batch reports and skips a failing item; a single input fails the run
             if node_list is None:
                 raise
