@@ -80,8 +80,8 @@ def attention_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[st
         trained.vae = task.vae.to(trained.device)
         d = train_cfg.data
         frames = int(train_cfg.schedule.frames[-1][1])
-        clips = (datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth)
-                 for s in (procedural_scene(seed, d.views, frames, d.height, d.width, "dynamic") for seed in held_out_seeds(b)))
+        scenes = (procedural_scene(seed, d.views, frames, d.height, d.width, "dynamic") for seed in held_out_seeds(b, moving_only=True))
+        clips = (datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth) for s in scenes)
         board = generation_table(cfg, trained, clips, board, method=f"{variant} ({train_cfg.train.steps} steps)", baselines=i == len(b.variants) - 1)
     return {"generation (attention ablation)": board}
 

@@ -181,12 +181,20 @@ def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.C
 
 
 # ----------------------------------------------------------------------------- benchmarks
-def held_out_seeds(b: DictConfig) -> list[int]:
-    """Scene seeds of the ``benchmark.num_scenes`` held-out scenes: ``fourd.data.procedural.scene_seed(i,
-    "held_out", benchmark.seed)`` (>= 1,000,000; every training source draws below that)."""
-    from fourd.data.procedural import scene_seed
+def held_out_seeds(b: DictConfig, moving_only: bool = False) -> list[int]:
+    """Seeds of the ``benchmark.num_scenes`` held-out scenes: ``fourd.data.procedural.scene_seed(i,
+    "held_out", benchmark.seed)`` for i = 0, 1, ... (>= 1,000,000; every training source draws below
+    that); ``moving_only`` skips the seeds whose procedural scene has no moving object (copying a
+    still frame would score them perfectly)."""
+    from fourd.data.procedural import scene_seed, scene_spec
 
-    return [scene_seed(i, "held_out", b.seed) for i in range(b.num_scenes)]
+    seeds, i = [], 0
+    while len(seeds) < b.num_scenes:
+        seed = scene_seed(i, "held_out", b.seed)
+        if not moving_only or any(o.motion != "rests" for o in scene_spec(seed, "dynamic").objects):
+            seeds.append(seed)
+        i += 1
+    return seeds
 
 
 def synthetic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
@@ -196,17 +204,16 @@ def synthetic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreb
     from fourd.data.procedural import procedural_scene
 
     b = cfg.benchmark
-    seeds = held_out_seeds(b)
     g = b.generation
     gen_clips = (datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth) for s in (
         procedural_scene(seed, g.views, g.frames, g.height, g.width, "dynamic", arc_degrees=g.arc_degrees)
-        for seed in _progress(seeds, cfg, "synthetic: generation")))
+        for seed in _progress(held_out_seeds(b, moving_only=True), cfg, "synthetic: generation")))
     boards = {"generation (held-out cells)": generation_table(cfg, models, gen_clips)}
     n = b.nvs
     inputs, targets = _split(n.input_views + n.target_views, n.input_views)
 
     def nvs_clips():
-        for seed in _progress(seeds, cfg, "synthetic: nvs"):
+        for seed in _progress(held_out_seeds(b), cfg, "synthetic: nvs"):
             s = generate_scene(seed, n.input_views + n.target_views, n.frames, n.height, n.width, "dynamic", arc_degrees=n.arc_degrees)
             yield datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics), inputs, targets, s.depth
 
