@@ -1,7 +1,7 @@
 """PNG plots of benchmark results: per-metric bar charts and per-cell PSNR heat maps (matplotlib, Agg).
 
-Inputs are the ``tables`` of a results document (see :mod:`eval.tables`). Unavailable metrics
-(``"n/a (...)"`` strings) get no bar chart.
+Inputs are the ``tables`` of a results document (see :mod:`eval.tables`). Every metric with a number
+in some row gets a bar chart; unavailable metrics (``"n/a (...)"`` strings) get none.
 """
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def metric_bars(table_name: str, rows: list[Mapping[str, Any]], metric: str, pat
     ax.set_title(f"{table_name}: {metric}")
     for i, (_, v) in enumerate(pairs):
         ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
+    low, high = ax.get_xlim()
+    ax.set_xlim(low, high + 0.15 * (high - low))  # room for the value labels
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -70,8 +72,9 @@ def write_plots(tables: Mapping[str, Mapping[str, Any]], out_dir: str) -> list[s
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for name, table in tables.items():
-        for metric in ("psnr", "ssim", "lpips"):
-            path = os.path.join(out_dir, f"{_slug(name)}_{metric}.png")
+        metrics = [k for row in table["rows"] for k, v in row.items() if isinstance(v, float)]
+        for metric in dict.fromkeys(metrics):
+            path = os.path.join(out_dir, f"{_slug(name)}_{_slug(metric)}.png")
             if metric_bars(name, table["rows"], metric, path):
                 written.append(path)
         path = os.path.join(out_dir, f"{_slug(name)}_cell_psnr.png")
