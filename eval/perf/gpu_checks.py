@@ -17,9 +17,10 @@ Checks (:data:`CHECKS`), in order, each skipped with a note once the time budget
   294 x 518 (:func:`eval.perf.recon_bench.run_benchmark`).
 - ``dit_step``: one training step (forward, backward, AdamW) of Wan2.1-1.3B (random init, fp32
   weights, bf16 autocast, gradient checkpointing, flex attention) on a V x T grid at 480p: seconds per
-  step and MFU = model FLOPs / (seconds x peak bf16 FLOP/s). Model FLOPs: ``6 P N`` for the matmul
-  parameters ``P`` over ``N`` tokens, plus attention ``3 x 4 N K d L`` (K keys per query: ``(V + T - 1)``
-  frames for self-attention, ``text_len`` for cross-attention; recomputation not counted).
+  step and MFU = model FLOPs / (seconds x peak bf16 FLOP/s). Model FLOPs: ``6 P N`` for the
+  parameters ``P`` over ``N`` tokens (all parameters: the text / time embeddings, which see fewer
+  tokens, make this a slight overcount), plus attention ``3 x 4 N K d L`` (K keys per query:
+  ``(V + T - 1)`` frames for self-attention, ``text_len`` for cross-attention; recomputation not counted).
 
 Without CUDA it writes a report saying so and exits 0. Writes ``gpu_checks.md`` and ``gpu_checks.json``.
 """
