@@ -19,7 +19,7 @@ from video4d.vae.train_task import VAETask, evaluate_vae
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SMALL = ("+vae.dim=4", "+vae.dim_mult=[1,2,2]", "+vae.temporal_downsample=[false,true]", "+vae.num_res_blocks=1",
-         "data.height=16", "data.width=16", "data.crop=null", "data.frames=5", "stats.num_clips=6", "stats.start=100",
+         "data.height=16", "data.width=16", "data.crop=null", "data.frames=[[0,5]]", "stats.num_clips=6", "stats.start=100",
          "eval.num_clips=2", "eval.grid_clips=1", "train.micro_batch=2", "train.progress=false", "train.checkpoint_every=0")
 
 
@@ -80,3 +80,12 @@ def test_export_statistics_normalise_latents_and_the_export_loads(tmp_path):
     ev = evaluate_vae(vae, cfg, str(tmp_path / "eval"))
     assert (tmp_path / "eval" / "recon.png").exists() and json.loads((tmp_path / "eval" / "eval.json").read_text()) == ev
     assert ev["psnr_blur8x"] > ev["psnr_clip_mean_colour"]
+
+
+def test_frames_schedule_switches_from_images_to_clips():
+    task = _task("data.frames=[[0,1],[3,5]]", "data.crop=8")
+    task.on_step(2)
+    assert task.next_batch(2, torch.device("cpu")).shape == (2, 3, 1, 8, 8)
+    task.on_step(3)
+    assert task.next_batch(1, torch.device("cpu")).shape == (1, 3, 5, 8, 8)
+    assert task.state_dict() == {"position": 3}

@@ -1,8 +1,9 @@
 """Training the Wan2.1-architecture VAE from scratch: a task for the generic loop (:class:`fourd.train.loop.Task`).
 
 Data: single-view procedural clips (:class:`fourd.data.procedural.ProceduralSource`, training
-seeds), ``F = 4k + 1`` frames, optionally randomly cropped to ``crop x crop`` pixels (the VAE is
-convolutional; crops are cheaper). A batch is ``videos [B, 3, F, h, w]`` in [-1, 1].
+seeds) of ``F = 4k + 1`` frames, ``F`` following the step schedule ``data.frames`` (images first,
+then videos, as Wan's VAE is trained), optionally randomly cropped to ``crop x crop`` pixels. A
+batch is ``videos [B, 3, F, h, w]`` in [-1, 1].
 
 Loss (reconstructions ``x_hat`` decoded from ``z = mu + sigma * eps``, the posterior sample)::
 
@@ -36,6 +37,7 @@ from torchvision.utils import make_grid, save_image
 from fourd.data.procedural import ProceduralSource
 from fourd.metrics import psnr
 from fourd.train.distributed import DistEnv
+from fourd.train.schedule import StepSchedule
 from video4d.vae.causal import CausalCache
 from video4d.vae.config import VAEConfig, resolve_config
 from video4d.vae.model import WanVAE
@@ -89,8 +91,12 @@ class VAETask:
         self.init_logvar = vae_cfg.pop("init_logvar")
         self.config = resolve_config(vae_cfg)
         factor = self.config.temporal_factor
-        if (cfg.data.frames - 1) % factor:
-            raise ValueError(f"data.frames must be {factor}k+1 (1, {factor + 1}, {2 * factor + 1}, ...), got {cfg.data.frames}")
+        self.frames_schedule = StepSchedule(OmegaConf.to_container(cfg.data.frames))
+        bad = [f for _, f in self.frames_schedule.points if (f - 1) % factor]
+        if bad:
+            raise ValueError(f"data.frames values must be {factor}k+1 (1, {factor + 1}, {2 * factor + 1}, ...), got {bad}")
+        self.num_frames = self.frames_schedule(0)
+        self.eval_frames = max(f for _, f in self.frames_schedule.points)
         crop = cfg.data.crop
         if crop is not None and (crop % self.config.spatial_factor or crop > min(cfg.data.height, cfg.data.width)):
             raise ValueError(f"data.crop must be a multiple of {self.config.spatial_factor} no larger than the frames, got {crop}")
@@ -119,14 +125,15 @@ class VAETask:
         return self.model
 
     def on_step(self, step: int) -> None:
-        """Nothing changes over the run."""
+        """Frames per clip at optimizer step ``step`` (``data.frames`` schedule)."""
+        self.num_frames = int(self.frames_schedule(step))
 
     def next_batch(self, micro_batch: int, device: torch.device) -> torch.Tensor:
         """This rank's next ``micro_batch`` clips ``[B, 3, F, h, w]`` in [-1, 1] (random crops with ``data.crop``)."""
         clips = []
         for _ in range(micro_batch):
             index = self.position * self.env.world_size + self.env.rank
-            clip = _clips(self.source, index, 1, self.cfg.data.frames)[0]
+            clip = _clips(self.source, index, 1, self.num_frames)[0]
             crop = self.cfg.data.crop
             if crop is not None:
                 y, x = np.random.default_rng([self.cfg.data.seed, index]).integers(0, [clip.shape[-2] - crop + 1, clip.shape[-1] - crop + 1])
@@ -170,13 +177,14 @@ class VAETask:
 
     def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:
         """Ground truth over reconstruction of two held-out clips (:func:`reconstruction_grid`)."""
-        return reconstruction_grid(model, _clips(_source(self.cfg.data, "held_out"), 0, 2, self.cfg.data.frames))
+        return reconstruction_grid(model, _clips(_source(self.cfg.data, "held_out"), 0, 2, self.eval_frames))
 
     def export_metadata(self) -> dict[str, str]:
         """``vae_config``: the :class:`VAEConfig` fields as JSON, ``latents_mean`` / ``latents_std``
-        measured on ``stats.num_clips`` full-size training clips (starting at sample ``stats.start``)."""
+        measured on ``stats.num_clips`` full-size training clips of the schedule's longest length
+        (starting at sample ``stats.start``)."""
         model = self.model.eval()
-        videos = _clips(self.source, self.cfg.stats.start, self.cfg.stats.num_clips, self.cfg.data.frames).to(self.env.device)
+        videos = _clips(self.source, self.cfg.stats.start, self.cfg.stats.num_clips, self.eval_frames).to(self.env.device)
         mean, std = latent_statistics(model, videos)
         model.train()
         config = dataclasses.replace(self.config, latents_mean=tuple(mean), latents_std=tuple(std))
@@ -198,7 +206,7 @@ def reconstruction_grid(vae: WanVAE, videos: torch.Tensor, max_frames: int = 9) 
 @torch.no_grad()
 def evaluate_vae(vae: WanVAE, cfg: DictConfig, out_dir: Optional[str] = None) -> dict[str, Any]:
     """Held-out reconstruction quality of ``vae`` on ``eval.num_clips`` procedural clips of held-out
-    seeds (``cfg`` is the ``train_vae`` config; full-size frames, ``data.frames`` frames).
+    seeds (``cfg`` is the ``train_vae`` config; full-size frames, the longest ``data.frames`` length).
 
     Returns (and, with ``out_dir``, writes ``eval.json`` and ``recon.png``) the mean per-frame PSNR
     (dB, frames in [0, 1]) of ``decode(encode(x))`` and of two trivial baselines: each clip's mean
@@ -206,7 +214,8 @@ def evaluate_vae(vae: WanVAE, cfg: DictConfig, out_dir: Optional[str] = None) ->
     latent-sized image with 3 channels); plus the mean / std of the normalised latents.
     """
     vae = vae.eval()
-    videos = _clips(_source(cfg.data, "held_out"), 0, cfg.eval.num_clips, cfg.data.frames)
+    frames = max(int(f) for _, f in cfg.data.frames)
+    videos = _clips(_source(cfg.data, "held_out"), 0, cfg.eval.num_clips, frames)
     z = torch.cat([vae.encode_videos(videos[i : i + 4], chunk_frames=None) for i in range(0, len(videos), 4)])
     recon = torch.cat([vae.decode_videos(z[i : i + 4], chunk_latents=None) for i in range(0, len(z), 4)])
     mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
