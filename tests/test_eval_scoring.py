@@ -69,5 +69,7 @@ def test_markdown_tables_format_numbers_and_na_strings():
     table = markdown_table(rows)
     assert "| a | 20.12 | 0.5000 | n/a (no x.pth) | 3 |" in table
     doc = {"benchmark": "b", "tables": {"t": {"rows": rows}}}
-    combined = combined_markdown([{**doc, "label": "x=1"}, {**doc, "label": "x=2"}])
-    assert "| x=2 | a | 20.12 |" in combined
+    combined = combined_markdown([{**doc, "label": "y=0,x=1", "overrides": ["y=0", "x=1"]},
+                                  {**doc, "label": "y=0,x=2", "overrides": ["y=0", "x=2"]}])
+    assert "| run | method | PSNR (dB) ↑ | SSIM ↑ | LPIPS ↓ | images |" in combined
+    assert "| x=1 | a | 20.12 |" in combined and "| x=2 | a | 20.12 |" in combined
