@@ -39,7 +39,7 @@ __all__ = [
 class VGGTLossConfig:
     """Weights of :func:`recon.pretrain_task.BaseTask.loss` (VGGT's constants by default)."""
 
-    camera_weight: float = 1.0  # whole camera term
+    camera_weight: float = 5.0  # whole camera term (VGGT training config: 5.0)
     depth_weight: float = 1.0  # whole depth term (confidence + plain + gradient)
     point_weight: float = 1.0  # whole point term (confidence + plain)
     gradient_weight: float = 1.0  # gradient part of the depth term

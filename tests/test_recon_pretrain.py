@@ -1,0 +1,106 @@
+"""The tiny VGGT base pretraining (recon/pretrain_task.py, recon/vggt_losses.py): VGGT's losses
+against hand computations, the task's batches and loss, and the exported base as the starting point
+of the 4D reconstructor."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from fourd.train.distributed import DistEnv
+from fourd.weights import read_metadata, write_safetensors
+from recon.model import load_reconstructor
+from recon.pretrain_task import BaseTask
+from recon.vggt_losses import (
+    VGGTLossConfig,
+    abs_rel_median_aligned,
+    camera_loss,
+    confidence_regression,
+    gradient_loss,
+    rotation_angle_deg,
+    translation_angle_deg,
+)
+from tests.test_recon_train_launch import CONFIGS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("train_recon_base", overrides=["train.progress=false", *overrides])
+
+
+def test_camera_loss_weights_iterations_and_terms_like_vggt():
+    target = torch.zeros(2, 9)
+    first, last = torch.full((2, 9), 1.0), torch.full((2, 9), 2.0)
+    out = camera_loss([first, last], target, VGGTLossConfig())
+    # iteration weights 0.6 (first) and 1 (last), averaged over the 2 iterations
+    per = (0.6 * 1.0 + 1.0 * 2.0) / 2
+    assert all(math.isclose(float(out[k]), per, rel_tol=1e-6) for k in ("cam_t", "cam_r", "cam_fov"))
+    assert math.isclose(float(out["camera"]), per * (1 + 1 + 0.5), rel_tol=1e-6)
+
+
+def test_confidence_and_gradient_terms_match_closed_forms():
+    err, conf = torch.tensor([[0.5, 2.0], [1.0, 0.0]]), torch.tensor([[2.0, 3.0], [1.5, 4.0]])
+    valid = torch.tensor([[True, True], [True, False]])
+    conf_term, plain = confidence_regression(err, conf, valid, alpha=0.2)
+    want = sum(c * e - 0.2 * math.log(c) for e, c in ((0.5, 2.0), (2.0, 3.0), (1.0, 1.5))) / 3
+    assert math.isclose(float(conf_term), want, rel_tol=1e-6) and math.isclose(float(plain), 3.5 / 3, rel_tol=1e-6)
+    gt = torch.rand(1, 8, 8) + 1
+    ones, valid = torch.ones(1, 8, 8), torch.ones(1, 8, 8, dtype=torch.bool)
+    assert float(gradient_loss(gt + 0.7, gt, ones, valid)) == pytest.approx(0.0, abs=1e-6)  # a constant offset has no gradient
+    ramp = torch.arange(8.0)[None, None, :].expand(1, 8, 8)  # d/dx = 1 at stride 1, 2 at stride 2, 4 at stride 4
+    assert float(gradient_loss(gt + ramp, gt, ones, valid)) == pytest.approx((1 + 2 + 4) / 3, rel=1e-5)
+
+
+def test_camera_and_depth_error_metrics():
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    rz = torch.tensor([[c, -s, 0.0, 1.0], [s, c, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    eye = torch.cat([torch.eye(3), torch.tensor([[0.0], [1.0], [0.0]])], -1)
+    assert float(rotation_angle_deg(rz, eye)) == pytest.approx(30.0, abs=1e-3)
+    assert float(translation_angle_deg(rz[:, 3], eye[:, 3])) == pytest.approx(90.0, abs=1e-3)
+    gt = torch.rand(2, 5, 6) + 1
+    assert torch.allclose(abs_rel_median_aligned(gt * torch.tensor([3.0, 0.5])[:, None, None], gt), torch.zeros(2), atol=1e-6)
+
+
+def test_base_task_batches_loss_and_export_start_the_4d_reconstructor(tmp_path):
+    """Static multi-view sets from training seeds (held-out range refused), a finite loss with every
+    term and gradients into every head, and an export that loads with load_reconstructor(weights=...)
+    alone and as the backbone of tiny-4d (point-head keys dropped, new layers at init)."""
+    cfg = _compose("base_data.views=3")
+    task = BaseTask(cfg, DistEnv())
+    model = task.build_model()
+    batch = task.next_batch(2, torch.device("cpu"))
+    assert batch["inputs"].shape == (2, 3, 1, 3, 28, 28) and batch["in_depth"].shape == (2, 3, 1, 28, 28)
+    loss, stats = task.loss(model, batch, torch.Generator())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert {"camera", "depth_conf", "depth_l1", "depth_grad", "point_conf", "point_l1", "rot_err_deg", "abs_rel"} <= set(stats)
+    for head in ("camera_head", "depth_head", "point_head", "aggregator"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, head).parameters()), head
+    task.position = cfg.base_data.held_out_seed
+    with pytest.raises(ValueError, match="held-out range"):
+        task.next_batch(1, torch.device("cpu"))
+
+    path = str(tmp_path / "base.safetensors")
+    write_safetensors(path, model.state_dict(), metadata=task.export_metadata())
+    again = load_reconstructor(weights=path)
+    assert again.point_head is not None and again.track_head is None
+    four_d = load_reconstructor({"preset": "tiny-4d"}, weights=path)
+    assert four_d.load_report.dropped and all(k.startswith("point_head.") for k in four_d.load_report.dropped)
+    torch.testing.assert_close(four_d.depth_head.state_dict(), model.depth_head.state_dict())
+
+
+def test_committed_base_checkpoint_loads_as_the_start_of_stage_1():
+    path = os.path.join(ROOT, "checkpoints", "base", "vggt.safetensors")
+    config = json.loads(read_metadata(path)["recon_config"])
+    assert config["preset"] == "tiny"
+    base = load_reconstructor(weights=path)
+    stage1 = load_reconstructor({"preset": "tiny-4d"}, weights=path)
+    torch.testing.assert_close(stage1.aggregator.frame_blocks.state_dict(), base.aggregator.frame_blocks.state_dict())
+    assert stage1.load_report.missing and all(k.startswith(("gaussian_head.", "aggregator.frame_temporal", "aggregator.global_temporal"))
+                                              for k in stage1.load_report.missing)
