@@ -14,7 +14,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 from io import BytesIO
 from pathlib import Path
@@ -195,6 +197,18 @@ def test_cli_static_and_bad_dir(output_dir, tmp_path, capsys):
         main([str(tmp_path / "missing")])
 
 
+def test_serve_forever_stops_on_sigterm(output_dir):
+    from fourd.viewer.server import Viewer
+
+    before = signal.getsignal(signal.SIGTERM)
+    viewer = Viewer(str(output_dir), port=_free_port())
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    viewer.serve_forever()  # returns once the signal arrives
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", viewer.port), timeout=2).close()
+    assert signal.getsignal(signal.SIGTERM) is before and not viewer._player.is_alive()
+
+
 # ---------------------------------------------------------------- in the browser
 
 
@@ -224,6 +238,12 @@ def test_viewer_in_browser(output_dir, browser):
         assert second["red"][0] < 50 and second["blue"][1] > first["red"][1]  # blue ball right of where the red one was
         if os.environ.get("VIEWER_SCREENSHOT"):
             page.screenshot(path=os.environ["VIEWER_SCREENSHOT"])
+        # Play: the server steps through the timesteps (wrapping to 0) until Pause.
+        page.get_by_role("button", name="Play").click()
+        page.get_by_role("button", name="Pause").wait_for()
+        _wait_for(lambda: viewer.timestep == 0, "playback to wrap around to t=0")
+        page.get_by_role("button", name="Pause").click()
+        page.get_by_role("button", name="Play").wait_for()
         port = viewer.port
     # Stopped: the port refuses connections and the playback thread is gone.
     with pytest.raises(ConnectionRefusedError):

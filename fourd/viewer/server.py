@@ -171,8 +171,9 @@ class Viewer:
         self.stop()
 
     def serve_forever(self) -> None:
-        """Block until SIGINT or SIGTERM (or :meth:`stop` from another thread), then stop cleanly."""
+        """Print the URL, block until SIGINT or SIGTERM (or :meth:`stop` from another thread), then stop cleanly."""
         previous = {s: signal.signal(s, lambda *_: self._stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        print(f"viewer of {self.files.root} at {self.url} (Ctrl-C to stop)", flush=True)
         try:
             while not self._stop_event.wait(0.5):
                 pass
@@ -194,6 +195,5 @@ def view(out_dir: str, host: str = "127.0.0.1", port: int = 8080, static: bool =
     if static:
         return write_static_page(out_dir)
     with Viewer(out_dir, host=host, port=port) as viewer:
-        print(f"viewer of {out_dir} at {viewer.url} (Ctrl-C to stop)", flush=True)
         viewer.serve_forever()
     return None
