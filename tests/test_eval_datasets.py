@@ -101,8 +101,9 @@ def test_scene_format_renders_for_the_objaverse_protocol(tmp_path):
     write_scene(scene, str(tmp_path / "objaverse" / scene.name))
     (url,) = datasets.list_scene_dirs(str(tmp_path / "objaverse"), "scene.json")
     clip = datasets.read_scene_format(url, (32, 32), num_frames=5, views=2)
-    assert clip.frames.shape == (2, 5, 3, 32, 32)
+    assert clip.frames.shape == (2, 5, 3, 32, 32) and clip.depth.shape == (2, 5, 32, 32)
     torch.testing.assert_close(clip.intrinsics[0, 0, 0, 0], scene.intrinsics[0, 0, 0, 0] * 2)
+    torch.testing.assert_close(clip.depth[1, 2, ::2, ::2], scene.depth[1, 2], atol=1e-3, rtol=1e-3)  # nearest-neighbour upsampling keeps values
 
 
 def test_missing_dataset_root_is_a_clear_error(tmp_path):

@@ -212,15 +212,16 @@ def read_nvidia_dynamic(url: str, size: tuple[int, int], num_frames: int, camera
 
 def read_scene_format(url: str, size: tuple[int, int], num_frames: int, views: Optional[int] = None) -> Clip:
     """A scene of the project's format (Objaverse-style renders): the first ``num_frames`` frames of the
-    first ``views`` views (all when None)."""
+    first ``views`` views (all when None), with its depth (nearest-neighbour resized) when stored."""
     from fourd.data import read_scene
 
     _fs(url, "scene")
-    s = read_scene(url, with_depth=False, with_masks=False)
+    s = read_scene(url, with_depth=True, with_masks=False)
     V = views or s.frames.shape[0]
     if s.frames.shape[0] < V or s.frames.shape[1] < num_frames:
         raise ValueError(f"{url} has {tuple(s.frames.shape[:2])} views x frames, the protocol needs {V} x {num_frames}")
     frames = s.frames[:V, :num_frames]
     ext = None if s.extrinsics is None else s.extrinsics[:V, :num_frames]
     K = None if s.intrinsics is None else _scale_K(s.intrinsics[:V, :num_frames], tuple(frames.shape[-2:]), size)
-    return Clip(s.name, _resize(frames, size), ext, K)
+    depth = None if s.depth is None else F.interpolate(s.depth[:V, :num_frames], size=size, mode="nearest")
+    return Clip(s.name, _resize(frames, size), ext, K, depth)

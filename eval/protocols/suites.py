@@ -226,15 +226,11 @@ def _split(num_views: int, num_inputs: int) -> tuple[list[int], list[int]]:
     return split_views(num_views, num_inputs)
 
 
-def _gen_size(b: DictConfig) -> tuple[int, int]:
-    return (b.height, b.width)
-
-
 def objaverse(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
     """Objaverse-style renders (scene format under ``benchmark.root``): generation on held-out cells."""
     b = cfg.benchmark
     scenes = datasets.list_scene_dirs(b.root, "scene.json")[: b.max_scenes]
-    clips = (datasets.read_scene_format(u, _gen_size(b), b.frames, b.views) for u in _progress(scenes, cfg, "objaverse"))
+    clips = (datasets.read_scene_format(u, (b.height, b.width), b.frames, b.views) for u in _progress(scenes, cfg, "objaverse"))
     return {"generation (held-out cells)": generation_table(cfg, models, clips)}
 
 
@@ -245,9 +241,9 @@ def nvidia_dynamic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, S
 
     def clips():
         for u in _progress(scenes, cfg, "nvidia_dynamic"):
-            clip = datasets.read_nvidia_dynamic(u, _gen_size(b), b.frames)
-            clip.frames = clip.frames[select_views(clip.frames.shape[0], b.views)]
-            yield clip
+            clip = datasets.read_nvidia_dynamic(u, (b.height, b.width), b.frames)
+            views = select_views(clip.frames.shape[0], b.views)
+            yield datasets.Clip(clip.name, clip.frames[views], clip.extrinsics[views], clip.intrinsics[views])
 
     return {"generation (held-out cells)": generation_table(cfg, models, clips())}
 
