@@ -7,9 +7,10 @@ with their frames, the V x T grid), served on this machine only unless ``--host`
     python launch/view.py outputs/infer/my_scene --port 8090
     ssh -L 8080:127.0.0.1:8080 gpu-box                           # from a laptop, for a remote box
 
-Static (no Python needed to look at it; grid, mp4s and summary.json tables)::
+Static (no Python needed to look at it; a 3D player of the splats, the grid, mp4s and summary.json
+tables)::
 
-    python launch/view.py outputs/infer/my_scene --static        # writes .../index.html
+    python launch/view.py outputs/infer/my_scene --static        # writes .../index.html and splats.html
 
 Stops cleanly on Ctrl-C / SIGTERM. Details: docs/viewer.md.
 """
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", help="output directory of launch/infer.py or train_recon.py mode=export (path or fsspec URL)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only; 0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; the next free one if taken)")
-    parser.add_argument("--static", action="store_true", help="write out_dir/index.html instead of serving")
+    parser.add_argument("--static", action="store_true", help="write out_dir/index.html (+ splats.html) instead of serving")
     args = parser.parse_args(argv)
     try:
         from fourd.viewer.server import view

@@ -4,7 +4,8 @@ On a tiny synthetic output directory (written with recon.export / fourd.data lik
 pipeline's): the viser viewer starts on a free localhost port, the page loads, the canvas shows the
 splats (screenshot pixel statistics), moving the time slider changes the picture the way the two
 PLYs differ (a red ball on the left at t=0, a blue ball on the right at t=1), the server stops and
-frees its port; the static page shows its grid image, videos and summary tables.
+frees its port; the static page shows its grid image, videos, summary tables and the splats (viser's standalone
+player in an iframe).
 
 Set ``VIEWER_SCREENSHOT=docs/viewer.png`` to also save the viewer screenshot there (how the README's
 picture is made). Chromium is installed by scripts/setup_env.sh (apt-get, as root); the browser
@@ -117,9 +118,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(BytesIO(png)).convert("RGB")).astype(np.float32)
+
+
 def _canvas_pixels(page) -> np.ndarray:
     """Screenshot [H, W, 3] float of the 3D view left of viser's control panel and above its axes gizmo (a 1000 x 640 page)."""
-    return np.asarray(Image.open(BytesIO(page.screenshot())).convert("RGB")).astype(np.float32)[:560, :640]
+    return _pixels(page.screenshot())[:560, :640]
 
 
 def _ball_stats(img: np.ndarray) -> dict:
@@ -192,7 +197,8 @@ def test_cli_static_and_bad_dir(output_dir, tmp_path, capsys):
     from launch.view import main
 
     main([str(output_dir), "--static"])
-    assert capsys.readouterr().out.strip() == f"wrote {output_dir}/index.html" and (output_dir / "index.html").exists()
+    assert capsys.readouterr().out.strip() == f"wrote {output_dir}/index.html"
+    assert (output_dir / "index.html").exists() and (output_dir / "splats.html").exists()
     with pytest.raises(SystemExit, match="^error: output directory not found"):
         main([str(tmp_path / "missing")])
 
@@ -264,4 +270,8 @@ def test_static_page_in_browser(output_dir, browser):
     stages = page.locator("table.summary", has_text="peak_memory_gb")
     assert stages.is_visible() and "reconstruct" in stages.inner_text()
     assert page.locator("video").count() == 1
+    # The splats play inside the page's iframe (viser's standalone player, opened from disk).
+    page.frame_locator("iframe#splats").locator("canvas[data-engine]").wait_for()  # three.js canvas of the player
+    frame = page.locator("iframe#splats")
+    _wait_for(lambda: _ball_stats(_pixels(frame.screenshot()))["blue"][0] > 300, "the static player to draw the splats", every=1.0)
     page.close()

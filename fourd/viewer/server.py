@@ -14,8 +14,10 @@ The world is the reconstructor's (OpenCV axes: y down), so the viewer's up direc
 """
 from __future__ import annotations
 
-import logging
+import contextlib
+import io
 import signal
+import socket
 import threading
 from typing import Optional
 
@@ -24,11 +26,10 @@ import viser
 
 from fourd.viewer.outputs import OutputFiles, camera_frusta, find_outputs, frustum_images, read_image, splats_for_viewer
 from fourd.viewer.static_page import summary_rows, write_static_page
+from fourd.weights import atomic_write_bytes
 from recon.export import load_cameras_json
 
-__all__ = ["Viewer", "view"]
-
-log = logging.getLogger(__name__)
+__all__ = ["Viewer", "view", "write_splat_page"]
 
 
 def _scene_extent(centers: np.ndarray) -> tuple[np.ndarray, float]:
@@ -95,6 +96,7 @@ class Viewer:
     def _build(self, fps: float) -> None:
         files, scene, gui = self.files, self.server.scene, self.server.gui
         scene.set_up_direction("-y")
+        gui.configure_theme(show_share_button=False)  # viser's share button would tunnel the scene to a public URL
         centers = np.zeros((0, 3))
         for t, rel in enumerate(files.plys):
             splats = splats_for_viewer(files.url(rel))
@@ -155,6 +157,19 @@ class Viewer:
             if self._playing and self.num_timesteps > 1:
                 self._slider.value = (self.timestep + 1) % self.num_timesteps
 
+    def record_html(self, seconds_per_timestep: float = 0.25) -> str:
+        """The scene as one self-contained HTML page (viser's client with the recording inlined;
+        opens from disk, no server): the timesteps played in order, ``seconds_per_timestep`` each,
+        with the player's own timeline and play/pause. The GUI panels are not part of it."""
+        if seconds_per_timestep <= 0:
+            raise ValueError(f"seconds_per_timestep must be positive, got {seconds_per_timestep}")
+        serializer = self.server.get_scene_serializer()
+        for t in range(len(self._splats)):
+            self._show(t)
+            serializer.insert_sleep(seconds_per_timestep)
+        self._show(self.timestep)
+        return serializer.as_html()
+
     def stop(self) -> None:
         """Stop playback and the server (idempotent); the port is free afterwards."""
         if self._stopped:
@@ -187,6 +202,26 @@ def _forward(wxyz: np.ndarray) -> np.ndarray:
     """The camera's viewing direction (+z of OpenCV camera axes) in world coordinates."""
     w, x, y, z = (float(a) for a in wxyz)
     return np.array([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)])
+
+
+def write_splat_page(out_dir: str, filename: str = "splats.html", fps: float = 4.0) -> Optional[str]:
+    """Write ``out_dir/filename``: the splats of ``out_dir`` as a standalone 3D player page
+    (:meth:`Viewer.record_html`, ``fps`` timesteps per second; about 0.8 MB of viser client plus
+    the recording, roughly 25 bytes per Gaussian and timestep). Returns its URL, or ``None`` when
+    ``out_dir`` has no PLYs. Starts a viewer on a free local port for the recording, then stops it."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    files = find_outputs(out_dir)
+    if not files.plys:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with contextlib.redirect_stdout(io.StringIO()), Viewer(out_dir, port=port) as viewer:  # no viser server banner
+        page = viewer.record_html(1.0 / fps)
+    url = files.url(filename)
+    atomic_write_bytes(url, page.encode())
+    return url
 
 
 def view(out_dir: str, host: str = "127.0.0.1", port: int = 8080, static: bool = False) -> Optional[str]:

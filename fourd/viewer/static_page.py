@@ -1,8 +1,8 @@
 """A static ``index.html`` next to the outputs: the grid image, the mp4s and summary.json as tables.
 
 Needs no running Python: open the file in a browser (it only references the files next to it by
-relative paths, so the directory can be copied or served by any static file server). The splats are
-not on this page (see docs/viewer.md): use ``python launch/view.py <dir>`` for the 3D view.
+relative paths, so the directory can be copied or served by any static file server). The splats
+are embedded from ``splats.html``, a self-contained viser player page with the scene inlined.
 """
 from __future__ import annotations
 
@@ -81,6 +81,7 @@ img.grid { max-width: 100%; image-rendering: pixelated; border: 1px solid #ccc; 
 .videos { display: flex; flex-wrap: wrap; gap: 16px; }
 figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; }
 video { max-width: 420px; border: 1px solid #ccc; }
+iframe.splats { width: 100%; max-width: 960px; height: 540px; border: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 8px 0; } caption { text-align: left; font-weight: 600; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size: 0.9em; }
 """
@@ -93,17 +94,27 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
     return f'<table class="summary"><caption>{e(title)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def write_static_page(out_dir: str, filename: str = "index.html") -> str:
+def write_static_page(out_dir: str, filename: str = "index.html", splats: bool = True, fps: float = 4.0) -> str:
     """Write ``out_dir/filename`` showing what ``out_dir`` holds; returns the page's URL.
 
-    Shows ``grid.png``, every mp4 (``novel_views``, ``novel_times``, ``views/view_{v}``) as a looping
-    ``<video>``, the tables of :func:`summary_tables` and a list of the PLY files and cameras. Missing
-    files are left out. Written atomically through fsspec (any URL ``find_outputs`` accepts).
+    Shows the splats (with ``splats=True`` and PLYs present: ``splats.html`` written by
+    :func:`fourd.viewer.server.write_splat_page`, the timesteps played at ``fps``, in an
+    ``<iframe>``), ``grid.png``, every mp4 (``novel_views``, ``novel_times``, ``views/view_{v}``) as
+    a looping ``<video>``, the tables of :func:`summary_tables` and links to the PLYs and cameras.
+    Missing files are left out. Written atomically through fsspec (any URL ``find_outputs`` accepts).
     """
     files = find_outputs(out_dir)
     e = html.escape
     name = out_dir.rstrip("/").rsplit("/", 1)[-1] or out_dir
     parts = [f"<h1>4D result: {e(name)}</h1>"]
+    if splats and files.plys:
+        from fourd.viewer.server import write_splat_page  # imports viser; the rest of this page does not need it
+
+        page = write_splat_page(out_dir, fps=fps).rsplit("/", 1)[-1]
+        parts.append(
+            f'<h2>Gaussians over time ({len(files.plys)} timesteps; drag to orbit, <a href="{quote(page)}">full page</a>)</h2>'
+            f'<iframe class="splats" id="splats" src="{quote(page)}" title="per-timestep Gaussians"></iframe>'
+        )
     if files.grid:
         parts.append(f'<h2>Generated V &times; T grid</h2><img class="grid" id="grid" src="{quote(files.grid)}" alt="V x T grid">')
     if files.videos:
