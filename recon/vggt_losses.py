@@ -12,6 +12,7 @@ Written from the VGGT paper (Wang et al. 2025, §3.4) and the public training re
 - **Points**: the same confidence form on the Euclidean distance ``c ||P - P_gt|| - alpha log c``
   plus ``||P - P_gt||`` (VGGT's surface-normal gradient term for points is not kept).
 
+Total = 5 camera + 1 depth + 1 point (the camera weight 5.0 of VGGT's public training config).
 Not kept: the quantile outlier filter (``valid_range``; our synthetic ground truth has no outliers)
 and the tracking loss (no track head is trained here). Everything lives in VGGT's normalised frame:
 the first camera is the identity and lengths are divided by the mean distance of the valid points

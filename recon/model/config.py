@@ -39,7 +39,7 @@ class GaussianHeadConfig:
     init_opacity: float = 0.1
     init_scale_px: float = 0.5
     init_weight_gain: float = 0.1
-    detach_depth: bool = False
+    detach_depth: bool = True
 
 
 @dataclass(frozen=True)
