@@ -160,6 +160,10 @@ def test_find_outputs_lists_present_files_and_rejects_empty(output_dir, tmp_path
     shutil.copy(output_dir / "grid.png", tmp_path / "only")
     only = find_outputs(str(tmp_path / "only"))
     assert only.grid == "grid.png" and only.plys == () and only.cameras is None
+    page = (tmp_path / "only" / "index.html")
+    assert write_static_page(str(tmp_path / "only")) == str(page)
+    assert 'id="grid"' in page.read_text() and "<iframe" not in page.read_text()  # no PLYs: no 3D player
+    assert not (tmp_path / "only" / "splats.html").exists()
     with pytest.raises(ValueError, match="no viewer outputs"):
         find_outputs(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="output directory not found"):

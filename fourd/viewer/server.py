@@ -50,14 +50,14 @@ class Viewer:
             :mod:`fourd.viewer.outputs` is shown.
         host: interface to bind, ``127.0.0.1`` (this machine only) by default.
         port: TCP port; viser moves to the next free one when it is taken (see :attr:`port`).
-        fps: initial playback speed in timesteps per second.
+        fps: initial playback speed in timesteps per second, in [0.5, 30].
     """
 
     def __init__(self, out_dir: str, host: str = "127.0.0.1", port: int = 8080, fps: float = 4.0) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"port must be in 1..65535, got {port}")
-        if fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
+        if not 0.5 <= fps <= 30:
+            raise ValueError(f"fps must be in [0.5, 30] (the range of the fps slider), got {fps}")
         self.files: OutputFiles = find_outputs(out_dir)
         self._host = host
         self._stop_event = threading.Event()
