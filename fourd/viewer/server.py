@@ -66,6 +66,7 @@ class Viewer:
         self._splats: list = []
         self._frusta: list = []
         self._images: Optional[np.ndarray] = None  # [V, T, h, w, 3] uint8
+        self._playing = False
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         try:
             self._build(fps)
@@ -130,7 +131,6 @@ class Viewer:
             self._fps = gui.add_slider("fps", min=0.5, max=30.0, step=0.5, initial_value=float(fps))
         self._slider.on_update(lambda _: self._show(self.timestep))
         self._play.on_click(lambda _: self._toggle_play())
-        self._playing = False
         if files.grid is not None:
             with gui.add_folder("V x T grid"):
                 gui.add_image(read_image(files.url(files.grid)), label=files.grid)
@@ -206,9 +206,10 @@ def _forward(wxyz: np.ndarray) -> np.ndarray:
 
 def write_splat_page(out_dir: str, filename: str = "splats.html", fps: float = 4.0) -> Optional[str]:
     """Write ``out_dir/filename``: the splats of ``out_dir`` as a standalone 3D player page
-    (:meth:`Viewer.record_html`, ``fps`` timesteps per second; about 0.8 MB of viser client plus
-    the zstd-compressed recording, about 20 bytes per Gaussian and timestep measured on an export). Returns its URL, or ``None`` when
-    ``out_dir`` has no PLYs. Starts a viewer on a free local port for the recording, then stops it."""
+    (:meth:`Viewer.record_html`, ``fps`` timesteps per second). Size: about 0.8 MB of viser client
+    plus the zstd-compressed recording, about 20 bytes per Gaussian and timestep (measured on an
+    export). Returns its URL, or ``None`` when ``out_dir`` has no PLYs. Starts a viewer on a free
+    local port for the recording, then stops it."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     files = find_outputs(out_dir)
