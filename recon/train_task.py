@@ -322,11 +322,14 @@ class ReconTask:
 
     def build_model(self) -> nn.Module:
         """The reconstructor (``recon_model.weights`` or a seeded init identical on all ranks) with
-        the stage's trainable parameters, and the loss on this rank's device."""
+        the stage's trainable parameters and the stage's ``geometry.detach_depth`` (Gaussian centres
+        from the detached depth), and the loss on this rank's device."""
         from recon.model import load_reconstructor
 
         node = OmegaConf.to_container(self.cfg.recon_model, resolve=True)
         loader = {k: node.pop(k) for k in LOADER_KEYS}
+        detach = self.cfg.geometry.detach_depth[self.stage]  # per stage, measured (docs/recon.md)
+        node["gaussian"] = {**node.get("gaussian", {}), "detach_depth": bool(detach)}
         self.model_config = node
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loader["init_seed"])

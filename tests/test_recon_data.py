@@ -75,3 +75,18 @@ def test_camera_token_replacement_rejects_cameras_that_move_over_time():
                                   "recon_model.camera_token_replacement=false"), DistEnv())
     ablation.scenes.sample = lambda *args, **kwargs: sample
     assert next(iter(ablation.eval_batches(torch.device("cpu"))))["inputs"].shape == (1, 2, 3, 3, 28, 28)
+
+
+@pytest.mark.parametrize("stage", ["static", "dynamic"])
+def test_each_stage_builds_its_measured_centre_detach_choice(stage):
+    """geometry.detach_depth (per stage) reaches the Gaussian head and the exported config."""
+    import json
+
+    cfg = _compose(f"stage={stage}", "loss.lpips_weight=0")
+    task = ReconTask(cfg, DistEnv())
+    model = task.build_model()
+    want = bool(cfg.geometry.detach_depth[stage])
+    assert model.gaussian_head.cfg.detach_depth == want
+    assert json.loads(task.export_metadata()["recon_config"])["gaussian"]["detach_depth"] == want
+    flipped = ReconTask(_compose(f"stage={stage}", "loss.lpips_weight=0", f"geometry.detach_depth.{stage}={not want}"), DistEnv()).build_model()
+    assert flipped.gaussian_head.cfg.detach_depth == (not want)
