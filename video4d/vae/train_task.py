@@ -89,6 +89,9 @@ class VAETask:
         vae_cfg = OmegaConf.to_container(cfg.vae, resolve=True)
         self.init_seed = vae_cfg.pop("init_seed")
         self.init_logvar = vae_cfg.pop("init_logvar")
+        self.init = vae_cfg.pop("init")
+        if self.init not in ("fan_in", "torch"):
+            raise ValueError(f"vae.init must be 'fan_in' or 'torch', got {self.init!r}")
         self.config = resolve_config(vae_cfg)
         factor = self.config.temporal_factor
         self.frames_schedule = StepSchedule(OmegaConf.to_container(cfg.data.frames))
@@ -110,12 +113,23 @@ class VAETask:
             self.lpips = build_lpips(cfg.loss.lpips_net, cfg.loss.lpips_weights, random_backbone=cfg.loss.lpips_random_backbone)
 
     def build_model(self) -> nn.Module:
-        """A randomly initialised :class:`TrainableVAE` (seed ``vae.init_seed``), every parameter
-        trainable; the posterior log-variance starts at ``vae.init_logvar`` (the bias of its half of
-        ``conv1``), so the untrained decoder is not fed noise that swamps the small initial means."""
+        """A randomly initialised :class:`TrainableVAE` (seed ``vae.init_seed``), every parameter trainable.
+
+        ``vae.init="fan_in"``: every convolution gets normal weights of std ``1 / sqrt(fan_in)`` and
+        zero biases (variance preserving). With torch's default init (``"torch"``) each conv shrinks
+        the signal ~3x while its biases add constants, so the channel RMS norms leave a nearly
+        input-independent decoder output (measured: output std over a batch 0.01 vs 0.08 with
+        ``fan_in``) and training stalls at the data set's mean image (~18 dB). The posterior
+        log-variance starts at ``vae.init_logvar`` (the bias of its half of ``conv1``), so the
+        untrained decoder is not fed noise that swamps the small initial means."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.init_seed)
             self.model = TrainableVAE(self.config).to(self.env.device).train()
+            if self.init == "fan_in":
+                for module in self.model.modules():
+                    if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+                        nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
+                        nn.init.zeros_(module.bias)
         with torch.no_grad():
             self.model.conv1.bias[self.config.z_dim :] = self.init_logvar
         if self.lpips is not None:
