@@ -89,3 +89,18 @@ def test_frames_schedule_switches_from_images_to_clips():
     task.on_step(3)
     assert task.next_batch(1, torch.device("cpu")).shape == (1, 3, 5, 8, 8)
     assert task.state_dict() == {"position": 3}
+
+
+def test_fan_in_init_makes_the_untrained_vae_depend_on_its_input():
+    """With torch's default conv init the decoder output is nearly the same for every input (the
+    stall documented in docs/base_models.md); the variance-preserving init passes the signal on."""
+    spread = {}
+    for init in ("fan_in", "torch"):
+        task = _task(f"vae.init={init}")
+        model = task.build_model()
+        batch = task.next_batch(4, torch.device("cpu"))
+        with torch.no_grad():
+            recon, _, _ = model(batch)
+        assert torch.equal(model.conv1.bias[16:], torch.full((16,), -10.0))  # vae.init_logvar: the log-variance half's bias
+        spread[init] = float(recon.std(0).mean() / batch.std(0).mean())  # output spread across inputs / input spread
+    assert spread["fan_in"] > 0.3 and spread["torch"] < 0.1, spread
