@@ -268,6 +268,8 @@ def test_gaussian_baseline_velocity_is_the_least_squares_predictor_for_gaussian_
     mean, var = torch.tensor([0.5, -1.0]), torch.tensor([0.25, 2.0])
     x = torch.randn(1, 1, 1, 2, 3, 3)
     torch.testing.assert_close(gaussian_velocity(x, torch.ones(1), mean, var), x - mean.view(1, 1, 1, 2, 1, 1))  # sigma 1: x = eps
+    per_position = gaussian_velocity(x, torch.full((1,), 0.3), mean[:, None, None].expand(2, 3, 3), var[:, None, None].expand(2, 3, 3))
+    torch.testing.assert_close(per_position, gaussian_velocity(x, torch.full((1,), 0.3), mean, var))
     torch.testing.assert_close(gaussian_velocity(x, torch.zeros(1), mean, var), -x)  # sigma 0: x = x0
     g = torch.Generator().manual_seed(0)
     n, sigma = 200000, 0.4

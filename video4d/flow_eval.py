@@ -1,9 +1,10 @@
 """Held-out evaluation of the DiTs trained here (the tiny base model and its 4D fine-tunes).
 
 * :func:`flow_loss_by_level`: rectified-flow MSE per noise level over the generated (non-reference)
-  cells, next to two trivial predictors: the zero velocity (loss ``1 + E[x0^2]``) and the
-  per-channel Gaussian one (the exact velocity if the latents were independent Gaussians with the
-  training latents' per-channel mean and variance; it knows the statistics, not the structure).
+  cells, next to trivial predictors: the zero velocity (loss ``1 + E[x0^2]``) and two Gaussian ones
+  (the exact velocity if the latents were independent Gaussians with the training latents' mean and
+  variance per channel, or per channel and position, i.e. knowing the mean frame; they know the
+  statistics, not the content).
 * :func:`grid_psnr`: sample 4D grids from their references, decode, and compare the generated cells
   with the ground truth (pixel PSNR) next to the copy baselines: the same-time frame of the
   fixed-view row, the same-view frame of the freeze-time column, and the VAE's own ceiling
@@ -38,12 +39,13 @@ PSNR_CAP = 60.0  # dB: an exact copy (a scene whose objects all rest) counts as 
 def gaussian_velocity(x: torch.Tensor, sigma: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """``E[eps - x0 | x_sigma]`` when every latent is independent ``N(mean_c, var_c)``.
 
-    ``x``: ``[B, V, T, C, h, w]``; ``sigma``: ``[B]``; ``mean``, ``var``: ``[C]``. With
+    ``x``: ``[B, V, T, C, h, w]``; ``sigma``: ``[B]``; ``mean``, ``var``: ``[C]`` (per channel) or
+    ``[C, h, w]`` (per channel and position: knows the mean frame). With
     ``a = 1 - sigma``, ``d = x - a mean``, ``s2 = a^2 var + sigma^2``: ``E[x0|x] = mean + a var d / s2``,
     ``E[eps|x] = sigma d / s2``.
     """
     s = sigma.view(-1, 1, 1, 1, 1, 1).to(x)
-    m, v = mean.view(1, 1, 1, -1, 1, 1).to(x), var.view(1, 1, 1, -1, 1, 1).to(x)
+    m, v = ((t.view(1, 1, 1, -1, 1, 1) if t.dim() == 1 else t[None, None, None]).to(x) for t in (mean, var))
     a = 1 - s
     d = x - a * m
     s2 = a * a * v + s * s
@@ -51,18 +53,19 @@ def gaussian_velocity(x: torch.Tensor, sigma: torch.Tensor, mean: torch.Tensor, 
 
 
 @torch.no_grad()
-def flow_loss_by_level(model, x0: torch.Tensor, context: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor],
+def flow_loss_by_level(model, x0: torch.Tensor, context: torch.Tensor, stats: dict[str, tuple[torch.Tensor, torch.Tensor]],
                        cells: Optional[torch.Tensor] = None, mode: str = "paper", levels: Sequence[float] = LEVELS,
                        seed: int = 0, chunk: int = 16) -> list[dict[str, float]]:
     """Per noise level: mean squared velocity error of ``model`` over the non-reference cells of
     ``x0`` ``[N, V, T, C, h, w]`` (contexts ``[N, L, D]``; reference cells ``[N, V, T]`` or None) and
-    of the zero and Gaussian (``stats`` = per-channel mean, variance ``[C]``) predictors.
-    The noise of level ``k`` is drawn from ``seed + k``. Returns ``[{"sigma", "model", "zero", "gaussian"}]``."""
+    of the zero predictor and one Gaussian predictor per entry of ``stats`` (name -> (mean, variance),
+    see :func:`gaussian_velocity`). The noise of level ``k`` is drawn from ``seed + k``.
+    Returns ``[{"sigma", "model", "zero", <stats names>}]``."""
     rows = []
     for k, level in enumerate(levels):
         g = torch.Generator().manual_seed(seed + k)
         noise = torch.randn(x0.shape, generator=g)
-        sums = {"model": 0.0, "zero": 0.0, "gaussian": 0.0}
+        sums = {"model": 0.0, "zero": 0.0, **{name: 0.0 for name in stats}}
         count = 0.0
         for i in range(0, x0.shape[0], chunk):
             x, n, ctx = x0[i:i + chunk], noise[i:i + chunk], context[i:i + chunk]
@@ -72,7 +75,7 @@ def flow_loss_by_level(model, x0: torch.Tensor, context: torch.Tensor, stats: tu
             xs = reference_input(interpolate(x, n, sigma), ref, mode, n, sigma)
             target = velocity_target(x, n)
             preds = {"model": model(xs, model_timestep(sigma), ctx, ref).float(), "zero": torch.zeros_like(x),
-                     "gaussian": gaussian_velocity(xs, sigma, *stats)}
+                     **{name: gaussian_velocity(xs, sigma, *st) for name, st in stats.items()}}
             for name, pred in preds.items():
                 err = (pred - target).pow(2).mean(dim=(3, 4, 5))
                 sums[name] += float(err[target_cells].sum())
@@ -149,7 +152,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--vae", required=True, help="VAE safetensors (vae_config metadata)")
     p.add_argument("--json", required=True, help="output JSON of the numbers")
     p.add_argument("--views", type=int, default=1)
-    p.add_argument("--frames", type=int, default=9)
+    p.add_argument("--frames", type=int, default=5)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--count", type=int, default=64, help="held-out scenes for the flow loss")
     p.add_argument("--psnr-count", type=int, default=16, help="held-out grids sampled for PSNR (grid)")
@@ -167,7 +170,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     train_frames, _ = _data(a.views, a.frames, a.size, a.stats_count, "train", encoder, text_len)
     with torch.no_grad():
         train_lat = torch.cat([vae.encode(train_frames[i:i + 8]) for i in range(0, len(train_frames), 8)])
-    stats = (train_lat.mean(dim=(0, 1, 2, 4, 5)), train_lat.var(dim=(0, 1, 2, 4, 5)))
+    stats = {"gaussian_channel": (train_lat.mean(dim=(0, 1, 2, 4, 5)), train_lat.var(dim=(0, 1, 2, 4, 5))),
+             "gaussian_position": (train_lat.mean(dim=(0, 1, 2)), train_lat.var(dim=(0, 1, 2)))}
     frames, contexts = _data(a.views, a.frames, a.size, a.count, "held_out", encoder, text_len)
     with torch.no_grad():
         x0 = torch.cat([vae.encode(frames[i:i + 8]) for i in range(0, len(frames), 8)])
