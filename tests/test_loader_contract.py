@@ -124,5 +124,5 @@ def test_random_vae_has_its_own_seed():
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG is not advanced
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), k
-    other = load_vae({"name": "tiny", "init_seed": 1}).state_dict()
+    other = load_vae({"preset": "tiny", "init_seed": 1}).state_dict()
     assert any(not torch.equal(x, other[k]) for k, x in a.state_dict().items() if x.is_floating_point() and x.numel() > 1)

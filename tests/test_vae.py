@@ -137,7 +137,7 @@ def test_latent_normalisation_uses_config_statistics(tiny):
 
 
 def test_bad_configs_raise():
-    with pytest.raises(ValueError, match="unknown VAE config"):
+    with pytest.raises(ValueError, match="unknown VAE preset"):
         load_vae("wan9-vae")
     with pytest.raises(ValueError, match="temporal_downsample"):
         VAEConfig(temporal_downsample=(True,))

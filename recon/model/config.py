@@ -18,6 +18,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from fourd.config import resolve_preset_config
+
 __all__ = ["ReconstructorConfig", "GaussianHeadConfig", "PRESETS", "resolve_config"]
 
 
@@ -144,20 +146,6 @@ def resolve_config(config: Union[str, ReconstructorConfig, Mapping[str, Any]]) -
     """Turn a preset name, a config or a mapping ``{"preset": name, **overrides}`` into a config.
 
     A mapping without ``preset`` starts from ``"vggt-1b-4d"``. Unknown presets or fields raise
-    ``ValueError`` naming them.
+    ``ValueError`` naming them (:func:`fourd.config.resolve_preset_config`).
     """
-    if isinstance(config, ReconstructorConfig):
-        return config
-    if isinstance(config, str):
-        config = {"preset": config}
-    if not isinstance(config, Mapping):
-        raise TypeError(f"reconstructor config must be a preset name, ReconstructorConfig or mapping, got {type(config).__name__}")
-    overrides = {str(k): v for k, v in config.items()}
-    preset = overrides.pop("preset", "vggt-1b-4d")
-    if preset not in PRESETS:
-        raise ValueError(f"unknown reconstructor preset {preset!r}; choose one of {sorted(PRESETS)}")
-    known = {f.name for f in dataclasses.fields(ReconstructorConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown reconstructor config fields {unknown}")
-    return dataclasses.replace(PRESETS[preset], **{k: _coerce(k, v) for k, v in overrides.items()})
+    return resolve_preset_config(config, ReconstructorConfig, PRESETS, "reconstructor", default="vggt-1b-4d", coerce=_coerce)

@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
+from fourd.config import resolve_preset_config
+
 __all__ = ["DiTConfig", "PRESETS", "VARIANTS", "BACKENDS", "POSITION_MODES", "INITS", "REFERENCE_MODES", "ROPE_TABLE_LEN", "resolve_config"]
 
 VARIANTS = ("fused", "full", "sequential", "parallel_blend", "parallel_linear")
@@ -107,40 +109,10 @@ PRESETS: dict[str, DiTConfig] = {
 }
 
 
-def _preset(name: str) -> DiTConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown DiT preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
-def _plain_mapping(config: Mapping) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-    except ImportError:
-        return dict(config)
-    if isinstance(config, DictConfig):
-        return OmegaConf.to_container(config, resolve=True)
-    return dict(config)
-
-
 def resolve_config(config: Union[str, DiTConfig, Mapping[str, Any]]) -> DiTConfig:
     """Turn a preset name, a :class:`DiTConfig` or a mapping of fields into a :class:`DiTConfig`.
 
     A mapping may hold ``preset: <name>`` plus overrides; without a preset it must give every size.
-    Unknown fields raise a ``ValueError`` naming them.
+    Unknown presets and fields raise a ``ValueError`` naming them (:func:`fourd.config.resolve_preset_config`).
     """
-    if isinstance(config, DiTConfig):
-        return config
-    if isinstance(config, str):
-        return _preset(config)
-    if not isinstance(config, Mapping):
-        raise TypeError(f"DiT config must be a preset name, a DiTConfig or a mapping, got {type(config).__name__}")
-    fields = _plain_mapping(config)
-    preset = fields.pop("preset", None)
-    known = {f.name for f in dataclasses.fields(DiTConfig)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"unknown DiT config fields: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    if preset is not None:
-        return _preset(preset).replace(**fields)
-    return DiTConfig(**fields)
+    return resolve_preset_config(config, DiTConfig, PRESETS, "DiT")

@@ -7,9 +7,10 @@ builds the same tiny encoder without any file.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
+
+from fourd.config import resolve_preset_config
 
 __all__ = ["TextEncoderConfig", "PRESETS", "CLEANERS", "resolve_config"]
 
@@ -72,31 +73,8 @@ PRESETS: dict[str, TextEncoderConfig] = {
 }
 
 
-def _plain(config: Mapping) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        return dict(config)
-    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
-
-
 def resolve_config(config: Union[str, TextEncoderConfig, Mapping[str, Any]]) -> TextEncoderConfig:
     """A preset name (``"umt5-xxl"``, ``"tiny"``), a :class:`TextEncoderConfig`, or a mapping of its
-    fields (``preset: <name>`` plus overrides, or every size field). Unknown names/fields raise."""
-    if isinstance(config, TextEncoderConfig):
-        return config
-    if isinstance(config, str):
-        if config not in PRESETS:
-            raise ValueError(f"unknown text encoder preset {config!r}; choose one of {', '.join(PRESETS)}")
-        return PRESETS[config]
-    if not isinstance(config, Mapping):
-        raise TypeError(f"text encoder config must be a preset name, TextEncoderConfig or mapping, got {type(config).__name__}")
-    values = _plain(config)
-    base = values.pop("preset", None)
-    known = {f.name for f in dataclasses.fields(TextEncoderConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown text encoder config fields: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    if base is not None:
-        return dataclasses.replace(resolve_config(str(base)), **values)
-    return TextEncoderConfig(**values)
+    fields (``preset: <name>`` plus overrides, or every size field). Unknown names/fields raise
+    (:func:`fourd.config.resolve_preset_config`)."""
+    return resolve_preset_config(config, TextEncoderConfig, PRESETS, "text encoder")

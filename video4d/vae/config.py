@@ -6,8 +6,10 @@ channel: ``z_normalised = (z - latents_mean) / latents_std``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Mapping, Union
+
+from fourd.config import resolve_preset_config
 
 __all__ = ["VAEConfig", "VAE_CONFIGS", "WAN21_LATENTS_MEAN", "WAN21_LATENTS_STD", "resolve_config"]
 
@@ -78,20 +80,7 @@ VAE_CONFIGS: dict[str, VAEConfig] = {
 
 
 def resolve_config(config: Union[str, VAEConfig, Mapping]) -> VAEConfig:
-    """A config name from :data:`VAE_CONFIGS`, a :class:`VAEConfig`, or a mapping of its fields
-    (e.g. a Hydra node; a ``name`` entry selects a named config that the other entries override)."""
-    if isinstance(config, VAEConfig):
-        return config
-    if isinstance(config, str):
-        if config not in VAE_CONFIGS:
-            raise ValueError(f"unknown VAE config {config!r}; known: {', '.join(sorted(VAE_CONFIGS))}")
-        return VAE_CONFIGS[config]
-    values = dict(config)
-    base = resolve_config(values.pop("name")) if "name" in values else VAEConfig()
-    known = {f.name for f in fields(VAEConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown VAE config fields: {', '.join(unknown)}")
-    merged = {f.name: getattr(base, f.name) for f in fields(VAEConfig)}
-    merged.update(values)
-    return VAEConfig(**merged)
+    """A preset name from :data:`VAE_CONFIGS`, a :class:`VAEConfig`, or a mapping of its fields (e.g. a
+    Hydra node; a ``preset`` entry selects a named config that the other entries override; without
+    it the :class:`VAEConfig` defaults are the base). See :func:`fourd.config.resolve_preset_config`."""
+    return resolve_preset_config(config, VAEConfig, VAE_CONFIGS, "VAE")
