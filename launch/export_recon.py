@@ -5,16 +5,8 @@ Used by ``launch/train_recon.py`` after training and in ``mode=export``::
     python launch/train_recon.py mode=export recon_model.weights=outputs/.../export/model.safetensors \
         scene_export.scene=/data/generated/scene_0001 scene_export.out=/tmp/scene_0001
 
-Everything is in the predicted frame of the reconstructor: the reference camera (input view 0 at each
-timestep; with camera token replacement one camera for all timesteps) is the identity, scale as
-predicted. No ground truth is needed. Files (``recon.export.export_sequence``):
-
-- ``gaussians_t{t:04d}.ply``: the Gaussians of timestep ``t`` (standard 3DGS layout);
-- ``cameras.json``: the predicted input cameras at timestep 0 (OpenCV camera-from-world, intrinsics
-  with pixel centres at +0.5, i.e. ready for gsplat-style renderers);
-- ``novel_views.mp4``: ``path_frames`` frames along a camera path through the input cameras (in view
-  order) at timestep ``time`` (bullet time);
-- ``novel_times.mp4``: all ``T`` timesteps from a novel camera halfway between input views 0 and 1.
+Everything is in the predicted frame of the reconstructor (no ground truth is needed); the files
+written and their frames of reference are those of :func:`recon.inference.export_scene`.
 """
 from __future__ import annotations
 
