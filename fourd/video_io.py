@@ -6,16 +6,15 @@ input raises :class:`InputError` with one line naming the file and the fix.
 """
 from __future__ import annotations
 
-import io
 import posixpath
 from typing import Optional
 
 import fsspec
-import imageio.v3 as iio
 import numpy as np
 import torch
-from PIL import Image
 
+from fourd.data.format import CorruptSampleError
+from fourd.data.scene_io import decode_image, decode_video
 from fourd.data.transforms import ResizeCrop
 
 __all__ = ["InputError", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "check_frame_count", "read_video", "read_images"]
@@ -52,10 +51,9 @@ def _image_files(fs, path: str) -> list[str]:
 
 def _decode_image(fs, path: str) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(fs.cat_file(path))) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as e:
-        raise InputError(f"cannot read image {path} ({e})") from None
+        return decode_image(fs.cat_file(path), "RGB", f"image {path}")
+    except CorruptSampleError as e:
+        raise InputError(str(e)) from None
 
 
 def read_video(url: str, num_frames: int, size: Optional[tuple[int, int]] = None, stride: int = 1) -> torch.Tensor:
@@ -85,19 +83,14 @@ def read_video(url: str, num_frames: int, size: Optional[tuple[int, int]] = None
     ext = posixpath.splitext(path)[1].lower()
     if ext not in VIDEO_SUFFIXES:
         raise InputError(f"input {url} is neither a folder of frames nor a video ({', '.join(VIDEO_SUFFIXES)})")
-    frames = []
     try:
-        for frame in iio.imiter(fs.cat_file(path), extension=ext):
-            frames.append(frame[..., :3] if frame.ndim == 3 else np.repeat(frame[..., None], 3, -1))
-            if len(frames) >= needed:
-                break
-    except (OSError, RuntimeError, ValueError, IndexError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"cannot decode video {url} ({reason})") from None
+        frames = decode_video(fs.cat_file(path), ext, needed, f"video {url}", plugin=None)
+    except CorruptSampleError as e:
+        raise InputError(str(e)) from None
     if len(frames) < needed:
         raise InputError(f"input {url} has {len(frames)} frames, {needed} needed (frames={num_frames}, stride={stride}): "
                          "use a longer clip or fewer frames")
-    return _fit(_to_tensor(np.stack(frames[::stride])), size)
+    return _fit(_to_tensor(frames[::stride]), size)
 
 
 def read_images(url: str, count: int, size: Optional[tuple[int, int]] = None) -> torch.Tensor:

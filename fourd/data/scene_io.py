@@ -50,8 +50,9 @@ def _name_of(path: str) -> str:
     return posixpath.splitext(base)[0] if base.lower().endswith(VIDEO_EXTENSIONS) else base
 
 
-def _decode_image(data: bytes, mode: str, what: str) -> np.ndarray:
-    """Decode PNG/JPEG bytes to uint8 [H, W, 3] (mode "RGB") or [H, W] (mode "L")."""
+def decode_image(data: bytes, mode: str, what: str) -> np.ndarray:
+    """Decode PNG/JPEG bytes to uint8 [H, W, 3] (mode "RGB") or [H, W] (mode "L"); raises
+    :class:`CorruptSampleError` naming ``what``."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert(mode))
@@ -59,12 +60,14 @@ def _decode_image(data: bytes, mode: str, what: str) -> np.ndarray:
         raise CorruptSampleError(f"{what}: cannot decode image ({e})") from None
 
 
-def _decode_video(data: bytes, ext: str, max_frames: Optional[int], what: str) -> np.ndarray:
-    """Decode video bytes to uint8 [N, H, W, 3], stopping after ``max_frames`` frames when given."""
+def decode_video(data: bytes, ext: str, max_frames: Optional[int], what: str, plugin: Optional[str] = "FFMPEG") -> np.ndarray:
+    """Decode video bytes to uint8 [N, H, W, 3] (grey frames repeated to RGB), stopping after
+    ``max_frames`` frames when given; ``plugin`` = imageio plugin (None: chosen by ``ext``).
+    Raises :class:`CorruptSampleError` naming ``what``."""
     frames = []
     try:
-        for frame in iio.imiter(data, extension=ext, plugin="FFMPEG"):
-            frames.append(frame[..., :3])
+        for frame in iio.imiter(data, extension=ext, plugin=plugin):
+            frames.append(frame[..., :3] if frame.ndim == 3 else np.repeat(frame[..., None], 3, -1))
             if max_frames is not None and len(frames) >= max_frames:
                 break
     except (OSError, RuntimeError, ValueError, IndexError) as e:
@@ -127,7 +130,7 @@ class SceneReader:
         else:
             rel, ext = video_path(view), ".mp4"
         what = f"scene {self.name} view {view}"
-        video = _decode_video(self._cat(rel), ext, max_frames, what)
+        video = decode_video(self._cat(rel), ext, max_frames, what)
         if max_frames is not None and len(video) < max_frames:
             raise CorruptSampleError(f"{what}: video decodes to {len(video)} frames, {max_frames} needed (truncated?)")
         self._check_size(video.shape[1:3], view, "video")
@@ -144,7 +147,7 @@ class SceneReader:
             images = []
             for t in frames:
                 rel = self._files[t] if self._layout == "images" else frame_path(view, t, self.meta.rgb_format)
-                image = _decode_image(self._cat(rel), "RGB", f"scene {self.name} {rel}")
+                image = decode_image(self._cat(rel), "RGB", f"scene {self.name} {rel}")
                 self._check_size(image.shape[:2], view, f"frame {t}")
                 images.append(image)
             images = np.stack(images)
@@ -174,7 +177,7 @@ class SceneReader:
         masks = []
         for t in frames:
             rel = mask_path(view, t)
-            mask = _decode_image(self._cat(rel), "L", f"scene {self.name} {rel}")
+            mask = decode_image(self._cat(rel), "L", f"scene {self.name} {rel}")
             self._check_size(mask.shape, view, f"mask {t}")
             masks.append(mask)
         return torch.from_numpy(np.stack(masks))
@@ -192,7 +195,7 @@ def open_scene(url: str) -> SceneReader:
     if path.lower().endswith(VIDEO_EXTENSIONS):
         if not fs.exists(path):
             raise SceneFormatError(f"scene {name}: video file not found: {url}")
-        video = _decode_video(fs.cat_file(path), posixpath.splitext(path)[1].lower(), None, f"scene {name}")
+        video = decode_video(fs.cat_file(path), posixpath.splitext(path)[1].lower(), None, f"scene {name}")
         meta = SceneMeta(
             name=name, kind="monocular", num_views=1, num_frames=int(video.shape[0]),
             height=int(video.shape[1]), width=int(video.shape[2]), rgb_format="mp4",
@@ -207,7 +210,7 @@ def open_scene(url: str) -> SceneReader:
     if fs.isdir(path):
         files = sorted(posixpath.basename(p) for p in fs.ls(path, detail=False) if p.lower().endswith(IMAGE_EXTENSIONS))
         if files:
-            first = _decode_image(fs.cat_file(posixpath.join(path, files[0])), "RGB", f"scene {name} {files[0]}")
+            first = decode_image(fs.cat_file(posixpath.join(path, files[0])), "RGB", f"scene {name} {files[0]}")
             meta = SceneMeta(
                 name=name, kind="monocular", num_views=1, num_frames=len(files),
                 height=int(first.shape[0]), width=int(first.shape[1]), rgb_format="png",
