@@ -263,7 +263,7 @@ def test_tiny_dit_loss_with_references_goes_down():
 
 
 def test_gaussian_baseline_velocity_is_the_least_squares_predictor_for_gaussian_latents():
-    from video4d.flow_eval import gaussian_velocity
+    from eval.flow_eval import gaussian_velocity
 
     mean, var = torch.tensor([0.5, -1.0]), torch.tensor([0.25, 2.0])
     x = torch.randn(1, 1, 1, 2, 3, 3)

@@ -12,7 +12,7 @@
 * :func:`sample_sheet`: text-to-video samples of held-out captions under their ground truth.
 
 Data: held-out procedural scenes (seeds >= 1_000_000, :mod:`fourd.data.procedural`). CLI:
-``python -m video4d.flow_eval {base,grid} --dit W --vae W ...`` writes a JSON of the numbers (and
+``python -m eval.flow_eval {base,grid} --dit W --vae W ...`` writes a JSON of the numbers (and
 PNGs); docs/base_models.md and docs/training.md give the commands.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from eval.protocols.generation import scored_cells
 from fourd.metrics import psnr
 from video4d.flow import interpolate, model_timestep, reference_input, velocity_target
 from video4d.grid import ReferenceCells, ReferenceLatents
@@ -85,12 +86,6 @@ def flow_loss_by_level(model, x0: torch.Tensor, context: torch.Tensor, stats: di
     return rows
 
 
-def _pixel_times(F: int) -> torch.Tensor:
-    """Latent frame of each pixel frame (Wan's causal 4x: frame 0 alone, then groups of 4): long ``[F]``."""
-    f = torch.arange(F)
-    return torch.where(f == 0, 0, (f - 1) // 4 + 1)
-
-
 @torch.no_grad()
 def grid_psnr(model, vae, frames: torch.Tensor, context: torch.Tensor, steps: int = 40, shift: float = 5.0,
               mode: Optional[str] = None, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -100,8 +95,7 @@ def grid_psnr(model, vae, frames: torch.Tensor, context: torch.Tensor, steps: in
     the VAE ceiling ``decode(encode(x))``) and in latents (peak = the grid's latent range; with the
     all-zero latents as a further baseline). Each per-grid PSNR is capped at :data:`PSNR_CAP`."""
     N, V, F = frames.shape[:3]
-    ft = _pixel_times(F)
-    target = (torch.arange(V)[:, None] != 0) & (ft[None, :] != 0)  # [V, F] pixel frames of generated cells
+    target = scored_cells(V, F)  # [V, F] pixel frames of generated cells
     pixel = {"sample": [], "copy_row": [], "copy_column": [], "vae_ceiling": []}
     latent = {"sample": [], "copy_row": [], "copy_column": [], "zeros": []}
     for i in range(N):
