@@ -126,3 +126,21 @@ def test_every_caption_word_is_in_the_tiny_text_encoders_word_list():
     used = {w for seed in range(200) for kind, views in (("monocular", 1), ("dynamic", 4), ("static", 3))
             for w in caption(scene_spec(seed, kind), views).split()}
     assert used <= words, sorted(used - words)
+
+
+def test_homography_samples_warp_the_seeds_monocular_clip_into_pseudo_views():
+    source = ProceduralSource(views=3, height=H, width=W, static_fraction=0.0, homography_fraction=1.0)
+    s = source.sample(4, 5)
+    assert s["kind"] == "homography" and not s["drop_freeze_time_frame_cond"]
+    mono = procedural_scene(s["seed"], 1, 5, H, W, "monocular")
+    f = s["frames"]
+    assert f.shape == (3, 5, 3, H, W) and s["caption"] == mono.caption
+    assert torch.equal(f[0], mono.frames[0])  # view 0 is the clip itself
+    for v in (1, 2):  # the others are warps of it: different pixels, same colours
+        assert not torch.allclose(f[v], f[0], atol=1e-3)
+        assert (f[v].mean((0, 2, 3)) - f[0].mean((0, 2, 3))).abs().max() < 0.15
+    assert torch.isnan(s["extrinsics"]).all() and torch.isnan(s["depth"]).all()
+    kinds = [ProceduralSource(views=2, static_fraction=0.3, homography_fraction=0.3).kind_of(seed) for seed in range(200)]
+    assert 40 < kinds.count("homography") < 80 and 40 < kinds.count("static") < 80
+    with pytest.raises(ValueError, match="homography_fraction"):
+        ProceduralSource(views=2, static_fraction=0.8, homography_fraction=0.3)

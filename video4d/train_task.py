@@ -94,7 +94,8 @@ def build_source(cfg: DictConfig) -> ProceduralClips | MixtureSource:
     """The data source named by ``data.source``: ``"procedural"`` (:class:`ProceduralClips`) or ``"mixture"``."""
     if cfg.source == "procedural":
         return ProceduralClips(cfg.views, cfg.height, cfg.width, split=cfg.split, seed=cfg.seed, num_scenes=cfg.num_scenes,
-                               static_fraction=cfg.static_fraction, moving_camera_fraction=cfg.moving_camera_fraction)
+                               static_fraction=cfg.static_fraction, moving_camera_fraction=cfg.moving_camera_fraction,
+                               homography_fraction=cfg.homography_fraction)
     if cfg.source == "mixture":
         sources = OmegaConf.to_container(cfg.sources, resolve=True)
         return MixtureSource(sources, cfg.views, cfg.height, cfg.width, cfg.seed, cfg.reverse_views_prob, cfg.epoch_size)

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fourd.data.format import CorruptSampleError, SceneFormatError
-from fourd.data.homography import homography_path, random_corner_path, warp_frames
+from fourd.data.homography import pseudo_views
 from fourd.data.scene_io import SceneReader, list_scenes, open_scene
 from fourd.data.transforms import ResizeCrop
 
@@ -189,13 +189,7 @@ class HomographyVideoSource(SceneSource):
         view = int(rng.integers(meta.num_views)) if self.random_source_view else 0
         times = sample_clip(meta.num_frames, self.num_frames, _draw_stride(self.frame_stride, rng), rng, meta.name)
         clip = self._plan(reader, rng).frames(reader.read_frames(view, times))  # [T, 3, H, W]
-        views = []
-        for v in range(self.num_views):
-            if v == 0 and self.identity_first_view:
-                views.append(clip)
-            else:
-                views.append(warp_frames(clip, homography_path(random_corner_path(self.num_frames, rng, **self.path_args))))
-        return self._pack(torch.stack(views), reader, None, None)
+        return self._pack(pseudo_views(clip, self.num_views, rng, self.identity_first_view, **self.path_args), reader, None, None)
 
 
 class StaticSceneSource(SceneSource):

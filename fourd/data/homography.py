@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["UNIT_CORNERS", "homography_from_corners", "random_corner_path", "homography_path", "warp_frames"]
+__all__ = ["UNIT_CORNERS", "homography_from_corners", "random_corner_path", "homography_path", "warp_frames", "pseudo_views"]
 
 UNIT_CORNERS = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
 
@@ -68,3 +68,17 @@ def warp_frames(frames: torch.Tensor, homographies: torch.Tensor) -> torch.Tenso
     mapped = pts @ homographies.transpose(-1, -2)  # [T, HW, 3]
     grid = (mapped[..., :2] / mapped[..., 2:]).reshape(T, H, W, 2)
     return F.grid_sample(frames, grid.to(frames.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def pseudo_views(clip: torch.Tensor, num_views: int, rng: np.random.Generator, identity_first_view: bool = True,
+                 **path_args) -> torch.Tensor:
+    """One video ``clip [F, 3, H, W]`` -> ``num_views`` synchronized pseudo-views ``[V, F, 3, H, W]``: view
+    ``v`` samples the clip through its own smooth random homography path (:func:`random_corner_path`
+    with ``path_args``); with ``identity_first_view`` view 0 is the clip itself."""
+    views = []
+    for v in range(num_views):
+        if v == 0 and identity_first_view:
+            views.append(clip)
+        else:
+            views.append(warp_frames(clip, homography_path(random_corner_path(clip.shape[0], rng, **path_args))))
+    return torch.stack(views)

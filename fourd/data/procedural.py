@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from fourd.data.format import Scene
+from fourd.data.homography import pseudo_views
 from fourd.data.scene_io import write_scene
 from fourd.data.synthetic import _Backdrop, _Objects, look_at, render_frames
 
@@ -284,7 +285,10 @@ class ProceduralSource:
     Sample ``index`` shows the scene of :func:`scene_seed` ``(index, split, seed, num_scenes)``
     (``num_scenes=None``: every index a new scene). ``views == 1``: single-view clips with a fixed
     or a moving camera; ``views > 1``: 4D grids, static (paper-style, see the module docstring) for
-    a ``static_fraction`` of seeds, else dynamic. Returns ``frames [V, F, 3, H, W]`` in [0, 1],
+    a ``static_fraction`` of seeds, ``homography`` (the paper's 2D-transformed videos: the seed's
+    monocular clip warped into V pseudo-views by smooth random homographies,
+    :func:`fourd.data.homography.pseudo_views`; view 0 is the clip, cameras and depth are NaN) for a
+    ``homography_fraction``, else dynamic. Returns ``frames [V, F, 3, H, W]`` in [0, 1],
     ``depth [V, F, H, W]`` (metres), ``extrinsics [V, F, 3, 4]``, ``intrinsics [V, F, 3, 3]``,
     ``kind``, ``scene``, ``caption``, ``seed``, ``drop_freeze_time_frame_cond`` (True for static
     samples). The ``cache`` most recent renders are kept.
@@ -292,27 +296,39 @@ class ProceduralSource:
 
     def __init__(self, views: int = 1, height: int = 64, width: int = 64, split: str = "train", seed: int = 0,
                  num_scenes: Optional[int] = None, static_fraction: float = 0.25, moving_camera_fraction: float = 0.5,
-                 arc_degrees: float = 90.0, fps: float = 8.0, cache: int = 16):
+                 arc_degrees: float = 90.0, fps: float = 8.0, cache: int = 16, homography_fraction: float = 0.0):
         if views < 1:
             raise ValueError(f"ProceduralSource needs views >= 1, got {views}")
         if not 0.0 <= static_fraction <= 1.0 or not 0.0 <= moving_camera_fraction <= 1.0:
             raise ValueError(f"static_fraction and moving_camera_fraction must lie in [0, 1], got {static_fraction}, {moving_camera_fraction}")
+        if homography_fraction < 0.0 or static_fraction + homography_fraction > 1.0:
+            raise ValueError(f"homography_fraction must be >= 0 with static_fraction + homography_fraction <= 1, "
+                             f"got {homography_fraction} (static_fraction {static_fraction})")
         if num_scenes is not None and num_scenes < 1:
             raise ValueError(f"num_scenes must be positive or None (unbounded), got {num_scenes}")
         scene_seed(0, split, seed)  # validates split and seed
         self.views, self.height, self.width, self.split, self.seed = views, height, width, split, seed
         self.num_scenes, self.static_fraction, self.moving_camera_fraction = num_scenes, static_fraction, moving_camera_fraction
+        self.homography_fraction = homography_fraction
         self.arc_degrees, self.fps = arc_degrees, fps
         self._render = functools.lru_cache(maxsize=cache)(self._render_uncached)
 
     def kind_of(self, seed: int) -> str:
-        """Sample kind of scene ``seed``: ``monocular`` (one view), else ``static`` or ``dynamic``."""
+        """Sample kind of scene ``seed``: ``monocular`` (one view), else ``static``, ``homography`` or ``dynamic``."""
         if self.views == 1:
             return "monocular"
-        return "static" if _rng(seed, 2).random() < self.static_fraction else "dynamic"
+        r = _rng(seed, 2).random()
+        return "static" if r < self.static_fraction else "homography" if r < self.static_fraction + self.homography_fraction else "dynamic"
 
     def _render_uncached(self, seed: int, num_frames: int) -> dict[str, Any]:
         kind = self.kind_of(seed)
+        if kind == "homography":
+            s = procedural_scene(seed, 1, num_frames, self.height, self.width, "monocular", self.moving_camera_fraction, self.arc_degrees, self.fps)
+            frames = pseudo_views(s.frames[0], self.views, _rng(seed, 3))  # [V, F, 3, H, W]
+            nan = float("nan")
+            return {"frames": frames, "depth": torch.full(frames[:, :, 0].shape, nan),
+                    "extrinsics": torch.full((*frames.shape[:2], 3, 4), nan), "intrinsics": torch.full((*frames.shape[:2], 3, 3), nan),
+                    "kind": kind, "scene": s.name, "caption": s.caption, "seed": seed, "drop_freeze_time_frame_cond": False}
         s = procedural_scene(seed, self.views, num_frames, self.height, self.width, kind, self.moving_camera_fraction, self.arc_degrees, self.fps)
         return {"frames": s.frames, "depth": s.depth, "extrinsics": s.extrinsics, "intrinsics": s.intrinsics, "kind": kind,
                 "scene": s.name, "caption": s.caption, "seed": seed, "drop_freeze_time_frame_cond": kind == "static"}
