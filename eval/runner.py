@@ -68,7 +68,7 @@ def run(cfg: DictConfig, out_dir: str, overrides: Sequence[str] = (), sweep_dir:
         "settings_line": _settings_line(cfg),
         "seconds": round(time.perf_counter() - start, 2),
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "tables": {t: {"rows": b.rows(), "cell_psnr": b.cell_maps()} for t, b in boards.items()},
+        "tables": {t: {"rows": b.rows(), "notes": dict(b.notes), "cell_psnr": b.cell_maps()} for t, b in boards.items()},
     }
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_bytes(os.path.join(out_dir, "results.json"), json.dumps(doc, indent=1).encode())

@@ -2,7 +2,8 @@
 
 A results document (``results.json``, written by :mod:`eval.runner`) is ``{"benchmark", "label",
 "overrides", "settings_line", "tables": {name: {"rows": [{"method", "psnr", "ssim", "lpips", "images", ...}],
-"cell_psnr": {method: [[V x T]]}}}}``. Numbers print with fixed decimals; strings (``"n/a (no
+"notes": {label: text}, "cell_psnr": {method: [[V x T]]}}}}``; ``notes`` (e.g. which copy baseline was the
+better one over the benchmark) print as lines under their table. Numbers print with fixed decimals; strings (``"n/a (no
 vgg16-397923af.pth)"``) print as they are.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ __all__ = ["COLUMNS", "format_value", "markdown_table", "results_markdown", "com
 COLUMNS = {
     "psnr": ("PSNR (dB) ↑", 2), "ssim": ("SSIM ↑", 4), "lpips": ("LPIPS ↓", 4),
     "flicker": ("flickering ↑", 4), "reproj_l1": ("reproj. L1 ↓", 4),
+    "margin_db": ("margin over best baseline (dB) ↑", 2),
     "FVD-F": ("FVD-F ↓", 2), "FVD-V": ("FVD-V ↓", 2), "FVD-Diag": ("FVD-Diag ↓", 2), "FV4D": ("FV4D ↓", 2),
 }
 
@@ -50,6 +52,8 @@ def results_markdown(doc: Mapping[str, Any]) -> str:
     parts = [f"# {doc['benchmark']}: {doc['label']}", "", f"Settings: {doc['settings_line']}", ""]
     for name, table in doc["tables"].items():
         parts += [f"## {name}", "", markdown_table(table["rows"]), ""]
+        parts += [f"- {label}: {text}" for label, text in table.get("notes", {}).items()]
+        parts += [""] if table.get("notes") else []
     return "\n".join(parts)
 
 

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_attention_ablation_trains_each_variant_and_scores_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    overrides = ["benchmark=ablation_attention", "benchmark.variants=[fused,sequential]", "benchmark.num_scenes=1", "progress=false",
+    overrides = ["benchmark=ablation_attention", "benchmark.variants=[fused,sequential]", "benchmark.num_scenes=1", "progress=false", "generation.modes=[both]",
                  'benchmark.train_overrides=["train.steps=1","train.checkpoint_every=0","train.progress=false","data.views=2"]']
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=overrides)

@@ -47,7 +47,8 @@ class DatasetNotFoundError(FileNotFoundError):
 class Clip:
     """One evaluation scene: ``frames [V, T, 3, H, W]``, ``extrinsics [V, T, 3, 4]``, ``intrinsics
     [V, T, 3, 3]`` (None when the layout has no cameras), ``depth [V, T, H, W]`` (camera z; None when
-    the layout has none), ``splits`` per view (Tanks and Temples)."""
+    the layout has none), ``splits`` per view (Tanks and Temples), ``caption`` (the scene's text; None
+    when the layout has none)."""
 
     name: str
     frames: torch.Tensor
@@ -55,6 +56,7 @@ class Clip:
     intrinsics: Optional[torch.Tensor] = None
     depth: Optional[torch.Tensor] = None
     splits: list[str] = field(default_factory=list)
+    caption: Optional[str] = None
 
 
 def _fs(url: str, what: str):
@@ -224,4 +226,4 @@ def read_scene_format(url: str, size: tuple[int, int], num_frames: int, views: O
     ext = None if s.extrinsics is None else s.extrinsics[:V, :num_frames]
     K = None if s.intrinsics is None else _scale_K(s.intrinsics[:V, :num_frames], tuple(frames.shape[-2:]), size)
     depth = None if s.depth is None else F.interpolate(s.depth[:V, :num_frames], size=size, mode="nearest")
-    return Clip(s.name, _resize(frames, size), ext, K, depth)
+    return Clip(s.name, _resize(frames, size), ext, K, depth, caption=s.caption)

@@ -9,6 +9,10 @@ Scored cells are the pixel frames that no reference latent encodes: views ``!= r
 frames ``f`` with latent time ``!= ref_time`` (the causal VAE: latent 0 <-> frame 0, latent
 ``k >= 1`` <-> frames ``4k-3 .. 4k``). Besides the copy baselines (:mod:`eval.protocols.baselines`)
 the table gets a "VAE round trip" row (decode(encode(gt))): the best the latent model could score.
+
+**Monocular mode** (:func:`generate_monocular`): only the fixed-view video (view 0) is given; the
+freeze-time column is generated first by :func:`video4d.pipeline.generate` (mode ``"monocular"``),
+then the grid. It is scored on the same held-out cells, so the two rows compare directly.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import torch
 from video4d.grid import ReferenceCells, ReferenceLatents
 from video4d.sampler import sample
 
-__all__ = ["latent_time_of_frames", "scored_cells", "generate_grid", "vae_round_trip"]
+__all__ = ["latent_time_of_frames", "scored_cells", "generate_grid", "generate_monocular", "vae_round_trip"]
 
 
 def latent_time_of_frames(num_frames: int) -> torch.Tensor:
@@ -63,3 +67,19 @@ def generate_grid(dit: torch.nn.Module, vae: torch.nn.Module, frames: torch.Tens
     reference = ReferenceLatents(latents=x0, cells=cells)
     latents = sample(dit, tuple(x0.shape), context, reference=reference, steps=steps, shift=shift, guidance=1.0, seed=seed)
     return vae.decode(latents)[0].clamp(0, 1).cpu()
+
+
+@torch.no_grad()
+def generate_monocular(dit: torch.nn.Module, vae: torch.nn.Module, video: torch.Tensor, views: int, context: torch.Tensor,
+                       steps: int = 4, shift: float = 5.0, seed: int = 0, guidance_single: float = 1.0,
+                       negative_context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sample a ``views``-view grid from the fixed-view ``video [F, 3, H, W]`` (in [0, 1]) alone with
+    :func:`video4d.pipeline.generate` in ``"monocular"`` mode (column pass with CFG scale
+    ``guidance_single``, needing ``negative_context`` when != 1; grid pass without CFG). ``context``
+    ``[1, L, text_dim]`` on the sampling device. Returns the decoded grid ``[V, F, 3, H, W]`` in [0, 1] (CPU)."""
+    from video4d.pipeline import GenerationSettings, generate
+
+    settings = GenerationSettings(mode="monocular", views=views, steps=steps, shift=shift, guidance=1.0,
+                                  guidance_single=guidance_single, seed=seed)
+    out = generate(dit, vae, video[None], context, settings, negative_context=negative_context)
+    return out["frames"][0].clamp(0, 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import fsspec
 import torch
@@ -57,6 +57,7 @@ class Scoreboard:
     unavailable: dict[str, str] = field(default_factory=dict)
     scalars: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     def add_scalar(self, method: str, name: str, value: float) -> None:
         """One per-scene value of metric ``name`` for ``method`` (rows show the mean over scenes)."""
@@ -76,6 +77,28 @@ class Scoreboard:
             self.cell_sums[method], self.cell_counts[method] = torch.zeros(V, T, dtype=torch.float64), torch.zeros(V, T)
         self.cell_sums[method] += cell.double()
         self.cell_counts[method] += scored.float()
+
+    def mean_psnr(self, method: str) -> float:
+        """Mean PSNR (dB, capped at 100) of ``method`` over every image scored so far."""
+        return _capped_mean(torch.cat(self.values[method]["psnr"]))
+
+    def add_margins(self, baselines: Sequence[str], label: str = "best baseline") -> None:
+        """Pick the best of ``baselines`` (rows of this table) by mean PSNR over the whole benchmark and
+        give every other row a ``margin_db`` column: its mean PSNR minus the best baseline's (dB; > 0 =
+        it beats it). The choice is recorded in :attr:`notes` under ``label``. No-op while none of the
+        baselines has been scored."""
+        present = [b for b in baselines if b in self.values]
+        if not present:
+            return
+        best = max(present, key=self.mean_psnr)
+        best_psnr = self.mean_psnr(best)
+        self.notes[label] = f"{best} ({best_psnr:.2f} dB PSNR, {self._mean('ssim', best):.4f} SSIM)"
+        for method in self.values:
+            if method not in baselines:
+                self.extra.setdefault(method, {})["margin_db"] = self.mean_psnr(method) - best_psnr
+
+    def _mean(self, metric: str, method: str) -> float:
+        return _capped_mean(torch.cat(self.values[method][metric]))
 
     def add_images(self, method: str, pred: torch.Tensor, gt: torch.Tensor) -> None:
         """Score images ``[N, 3, H, W]`` in [0, 1] for ``method``."""

@@ -13,16 +13,16 @@ of ``configs/benchmark/``), a :class:`Models` and the run's output dir (unused b
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable, Iterable, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from eval.protocols import datasets
-from eval.protocols.baselines import generation_baselines, nvs_baselines
-from eval.protocols.generation import generate_grid, scored_cells, vae_round_trip
+from eval.protocols.baselines import GENERATION_BASELINES, NVS_BASELINES, generation_baselines, nvs_baselines
+from eval.protocols.generation import generate_grid, generate_monocular, scored_cells, vae_round_trip
+from eval.protocols.models import Models
 from eval.protocols.recon import render_oracle_cameras, render_test_time_cameras
 from eval.protocols.scoring import MetricSpec, Scoreboard
 
@@ -31,50 +31,6 @@ __all__ = ["Models", "BENCHMARKS", "generation_table", "nvs_tables", "select_vie
 OURS_GEN = "ours (4D DiT)"
 OURS_NVS = "ours (test-time cameras)"
 OURS_ORACLE = "ours (oracle GT cameras + GT depth scale)"
-
-
-class Models:
-    """The models named by ``cfg.dit``, ``cfg.vae`` and ``cfg.recon``, built on first use on ``cfg.device``
-    (seeded random init when no weights are given: an *untrained* model, for smoke runs)."""
-
-    def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
-        self.device = torch.device(cfg.device)
-
-    @functools.cached_property
-    def vae(self) -> torch.nn.Module:
-        from video4d import load_vae
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.vae.init_seed)
-            return load_vae(self.cfg.vae.config, weights=self.cfg.vae.weights, device=self.device).eval()
-
-    @functools.cached_property
-    def dit(self) -> torch.nn.Module:
-        from video4d import load_dit
-
-        config = {"preset": self.cfg.dit.preset, **OmegaConf.to_container(self.cfg.dit.overrides, resolve=True)}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.dit.init_seed)
-            return load_dit(config, weights=self.cfg.dit.weights, init="random", device=self.device).eval()
-
-    @functools.cached_property
-    def context(self) -> torch.Tensor:
-        from video4d.text_context import empty_context, load_context
-
-        c = self.dit.config
-        if self.cfg.dit.context_file is None:
-            return empty_context(1, c.text_len, c.text_dim, device=self.device)
-        return load_context(self.cfg.dit.context_file, text_dim=c.text_dim).float()[None].to(self.device)
-
-    @functools.cached_property
-    def recon(self) -> torch.nn.Module:
-        from recon.model import load_reconstructor
-
-        config = {"preset": self.cfg.recon.preset, **OmegaConf.to_container(self.cfg.recon.overrides, resolve=True)}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.recon.init_seed)
-            return load_reconstructor(config, weights=self.cfg.recon.weights).to(self.device).eval()
 
 
 def _spec(cfg: DictConfig) -> MetricSpec:
@@ -96,20 +52,36 @@ def select_views(num_views: int, count: Optional[int]) -> list[int]:
 # ------------------------------------------------------------------------------ protocols
 def generation_table(cfg: DictConfig, models: Models, clips: Iterable[datasets.Clip], board: Optional[Scoreboard] = None,
                      method: str = OURS_GEN, baselines: bool = True) -> Scoreboard:
-    """Generation on held-out cells of each clip's ``[V, F]`` grid (:mod:`eval.protocols.generation`);
-    the model's row is named ``method``; ``baselines`` adds the VAE round trip and copy rows."""
+    """Generation on held-out cells of each clip's ``[V, F]`` grid (:mod:`eval.protocols.generation`),
+    each clip sampled from its caption's context (:meth:`Models.context`). One model row per mode of
+    ``cfg.generation.modes``: ``both`` (named ``method``: row + column given) and ``monocular`` (named
+    ``method + " monocular"``: the video of view 0 only), on the same scored cells. ``baselines`` adds
+    the VAE round trip and copy rows; every non-copy row then gets its margin over the better copy
+    baseline over the benchmark (:meth:`Scoreboard.add_margins`)."""
     board = board or Scoreboard(_spec(cfg))
-    s = cfg.sampler
+    s, ref = cfg.sampler, cfg.reference
+    modes = list(cfg.generation.modes)
+    if "monocular" in modes and (ref.view != 0 or ref.time != 0):
+        raise ValueError(f"generation.modes has monocular, which gives view 0's video and generates time 0: set reference.view=0 and "
+                         f"reference.time=0 (got {ref.view}, {ref.time})")
+    if set(modes) - {"both", "monocular"} or not modes:
+        raise ValueError(f"generation.modes must be a non-empty subset of [both, monocular], got {modes}")
+    negative = models.negative_context if "monocular" in modes and s.guidance_single != 1.0 else None
     fvd_sets: dict[str, list[torch.Tensor]] = {}
     gt_grids: list[torch.Tensor] = []
     for i, clip in enumerate(clips):
         gt = clip.frames
-        mask = scored_cells(gt.shape[0], gt.shape[1], cfg.reference.view, cfg.reference.time)
-        preds = {method: generate_grid(models.dit, models.vae, gt, models.context, s.steps, s.shift, s.seed + i,
-                                       cfg.reference.view, cfg.reference.time)}
+        mask = scored_cells(gt.shape[0], gt.shape[1], ref.view, ref.time)
+        context = models.context(clip.caption)
+        preds = {}
+        if "both" in modes:
+            preds[method] = generate_grid(models.dit, models.vae, gt, context, s.steps, s.shift, s.seed + i, ref.view, ref.time)
+        if "monocular" in modes:
+            preds[f"{method} monocular"] = generate_monocular(models.dit, models.vae, gt[0], gt.shape[0], context, s.steps, s.shift,
+                                                              s.seed + i, s.guidance_single, negative)
         if baselines:
             preds["VAE round trip (upper bound)"] = vae_round_trip(models.vae, gt)
-            preds.update(generation_baselines(gt, cfg.reference.view or 0, cfg.reference.time or 0))
+            preds.update(generation_baselines(gt, ref.view or 0, ref.time or 0))
         for name, pred in preds.items():
             board.add_grid(name, pred, gt, mask)
             _grid_metrics(board, name, pred, clip)
@@ -118,6 +90,7 @@ def generation_table(cfg: DictConfig, models: Models, clips: Iterable[datasets.C
         if cfg.metrics.i3d_weights is not None:
             gt_grids.append(gt)
     _fvd(cfg, models, board, fvd_sets, gt_grids)
+    board.add_margins(GENERATION_BASELINES, "better copy baseline over the benchmark")
     return board
 
 
@@ -177,6 +150,8 @@ def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.C
             oracle.add_grid(method.replace(OURS_NVS, OURS_ORACLE), render_oracle_cameras(models.recon, batch, bg, backend)[0].cpu(), gt)
             for name, pred in copies.items():
                 oracle.add_grid(name, pred, gt)
+    for board in boards.values():
+        board.add_margins(NVS_BASELINES, "best trivial baseline over the benchmark")
     return boards
 
 
@@ -205,7 +180,7 @@ def synthetic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreb
 
     b = cfg.benchmark
     g = b.generation
-    gen_clips = (datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth) for s in (
+    gen_clips = (datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth, caption=s.caption) for s in (
         procedural_scene(seed, g.views, g.frames, g.height, g.width, "dynamic", arc_degrees=g.arc_degrees)
         for seed in _progress(held_out_seeds(b, moving_only=True), cfg, "synthetic: generation")))
     boards = {"generation (held-out cells)": generation_table(cfg, models, gen_clips)}
