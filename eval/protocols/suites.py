@@ -173,8 +173,9 @@ def held_out_seeds(b: DictConfig, moving_only: bool = False) -> list[int]:
 
 
 def synthetic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
-    """Held-out synthetic scenes: generation on the video model's data (:func:`fourd.data.procedural.procedural_scene`)
-    and dynamic NVS on the reconstructor's (:func:`fourd.data.generate_scene`)."""
+    """Held-out synthetic scenes: generation on the video model's data (:func:`fourd.data.procedural.procedural_scene`),
+    dynamic NVS on the reconstructor's (:func:`fourd.data.generate_scene`) and, when ``benchmark.chain``
+    is set, the whole chain (:mod:`eval.protocols.chain`) on the generation scenes' seeds."""
     from fourd.data import generate_scene
     from fourd.data.procedural import procedural_scene
 
@@ -192,7 +193,13 @@ def synthetic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreb
             s = generate_scene(seed, n.input_views + n.target_views, n.frames, n.height, n.width, "dynamic", arc_degrees=n.arc_degrees)
             yield datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics), inputs, targets, s.depth
 
-    return nvs_tables(cfg, models, nvs_clips(), boards, suffix=f" (dynamic, {n.input_views} inputs)")
+    boards = nvs_tables(cfg, models, nvs_clips(), boards, suffix=f" (dynamic, {n.input_views} inputs)")
+    if b.get("chain"):
+        from eval.protocols.chain import chain_table
+
+        seeds = _progress(held_out_seeds(b, moving_only=True), cfg, "synthetic: chain")
+        boards[f"whole chain (monocular video -> {b.chain.views}-view grid -> novel views)"] = chain_table(cfg, models, seeds)
+    return boards
 
 
 def _split(num_views: int, num_inputs: int) -> tuple[list[int], list[int]]:
