@@ -389,7 +389,8 @@ class ReconTask:
 
     def loss(self, model, batch: Mapping[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """Rendering loss on the target views (+ ``loss.depth_weight`` * depth L1 + ``loss.camera_weight``
-        * pose-encoding L1 against the normalised GT; no randomness)."""
+        * pose-encoding L1 against the normalised GT + ``loss.target_camera_weight`` *
+        :meth:`target_camera_loss`; no randomness)."""
         renders, out, gt = self.predict_targets(model, batch)
         terms = self.criterion(renders.flatten(0, 2), batch["targets"].flatten(0, 2))
         total = terms["loss"]
@@ -407,7 +408,27 @@ class ReconTask:
             camera_l1 = torch.stack([(enc - target).abs().mean() for enc in out.pose_enc_list]).mean()
             total = total + cfg.camera_weight * camera_l1
             stats["camera_l1"] = float(camera_l1.detach())
+        if cfg.target_camera_weight > 0:
+            target_camera_l1 = self.target_camera_loss(model, batch, gt)
+            total = total + cfg.target_camera_weight * target_camera_l1
+            stats["target_camera_l1"] = float(target_camera_l1.detach())
         return total, stats
+
+    def target_camera_loss(self, model, batch: Mapping[str, Any], gt: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The test-time camera pass (paper §4.2) supervised: the model sees input view 0 plus the
+        targets ``[B, 1 + V_tgt, T]`` and its pose encodings (every camera-head iteration) are pulled to
+        the GT cameras of those views (L1), its depth of view 0 to the GT depth (L1 over valid pixels),
+        both in the normalisation of the input set, so the probe's cameras and depth share one scale
+        (the test-time protocol aligns the two passes by that depth)."""
+        probe = model(torch.cat([batch["inputs"][:, :1], batch["targets"]], dim=1))
+        H, W = batch["inputs"].shape[-2:]
+        ext = torch.cat([gt["in_ext"][:, :1], gt["tgt_ext"]], dim=1)  # [B, 1 + V_tgt, T, 3, 4]
+        K = torch.cat([batch["in_K"][:, :1], batch["tgt_K"]], dim=1)
+        target = cameras_to_pose_encoding(ext, K, (H, W))
+        camera_l1 = torch.stack([(enc - target).abs().mean() for enc in probe.pose_enc_list]).mean()
+        valid = gt["depth"][:, :1] > 0
+        depth_l1 = ((probe.depth[:, :1] - gt["depth"][:, :1]).abs() * valid).sum() / valid.sum().clamp(min=1)
+        return camera_l1 + depth_l1
 
     def batch_size_and_tokens(self, batch: Mapping[str, Any]) -> tuple[int, int]:
         """Samples and backbone tokens (``V_in * T * (5 + patches)`` per sample) in ``batch``."""
