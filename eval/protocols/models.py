@@ -88,25 +88,27 @@ class Models:
             return empty_context(1, c.text_len, c.text_dim, device=self.device)
         return pad_contexts([load_context(self.cfg.dit.context_file, text_dim=c.text_dim)[: c.text_len].float()], c.text_len).to(self.device)
 
-    def context(self, caption: Optional[str] = None) -> torch.Tensor:
-        """Text context ``[1, text_len, text_dim]`` (float32, on the device) of a scene's ``caption``:
-        encoded by ``cfg.text.encoder`` and zero-padded / cut to the DiT's ``text_len``
-        (:func:`video4d.pipeline.encode_text`; no caption = the empty prompt, as in caption dropout);
-        without an encoder :attr:`fixed_context`."""
-        from video4d.pipeline import encode_text
+    def _encode(self, prompt: str) -> torch.Tensor:
+        """``prompt`` through the text encoder one at a time, as training's ``CaptionContexts`` does, cut
+        to and zero-padded to the DiT's ``text_len``: ``[1, text_len, text_dim]`` float32 on the device."""
+        from video4d.text_context import pad_contexts
 
+        text_len = self.dit.config.text_len
+        (out,) = self.text_encoder.encode([prompt])
+        return pad_contexts([out[:text_len].float()], text_len).to(self.device)
+
+    def context(self, caption: Optional[str] = None) -> torch.Tensor:
+        """Text context ``[1, text_len, text_dim]`` (float32, on the device) of a scene's ``caption``
+        encoded by ``cfg.text.encoder`` (no caption = the empty prompt, as in caption dropout); without
+        an encoder :attr:`fixed_context`."""
         if self.text_encoder is None:
             return self.fixed_context
-        contexts, _ = encode_text(self.text_encoder, [caption or ""], "", self.dit.config.text_len)
-        return contexts.to(self.device)
+        return self._encode(caption or "")
 
     @functools.cached_property
     def negative_context(self) -> torch.Tensor:
         """The encoded empty prompt ``[1, text_len, text_dim]`` (CFG's negative); needs ``cfg.text.encoder``."""
-        from video4d.pipeline import encode_text
-
         if self.text_encoder is None:
             raise ValueError("classifier-free guidance (sampler.guidance_single != 1) needs text.encoder (e.g. text_encoder@text.encoder=tiny): "
                              "the negative is an encoded empty prompt, never zeros")
-        _, negative = encode_text(self.text_encoder, [""], "", self.dit.config.text_len)
-        return negative.to(self.device)
+        return self._encode("")
