@@ -39,13 +39,21 @@ def benchmark_names() -> list[str]:
 
 def _settings_line(cfg: DictConfig) -> str:
     def model(node: DictConfig, key: str) -> str:
-        return f"{node[key]} ({'weights ' + os.path.basename(str(node.weights)) if node.weights else 'untrained: random init'})"
+        name = node[key] if node[key] is not None else "config from the weights' metadata"
+        return f"{name} ({'weights ' + os.path.basename(str(node.weights)) if node.weights else 'untrained: random init'})"
 
     if cfg.benchmark.name.startswith("ablation"):
         return (f"each row trained from the tiny training configs + benchmark.train_overrides {list(cfg.benchmark.train_overrides)}; "
                 f"sampler {cfg.sampler.steps} steps; device {cfg.device}")
     return (f"DiT {model(cfg.dit, 'preset')}, VAE {model(cfg.vae, 'config')}, reconstructor {model(cfg.recon, 'preset')}; "
-            f"sampler {cfg.sampler.steps} steps, shift {cfg.sampler.shift}; device {cfg.device}")
+            f"sampler {cfg.sampler.steps} steps, shift {cfg.sampler.shift}; text {_text(cfg)}; device {cfg.device}")
+
+
+def _text(cfg: DictConfig) -> str:
+    encoder = cfg.get("text", {}).get("encoder")
+    if encoder:
+        return f"captions through text encoder {encoder.get('config')} ({'weights ' + os.path.basename(str(encoder.weights)) if encoder.get('weights') else 'seeded init'})"
+    return f"one context for every scene ({cfg.dit.context_file or 'zeros'})"
 
 
 def run(cfg: DictConfig, out_dir: str, overrides: Sequence[str] = (), sweep_dir: Optional[str] = None) -> dict[str, Any]:

@@ -83,3 +83,4 @@ def test_eval_shipped_runs_every_table_from_weights_metadata(tmp_path, monkeypat
     assert doc["config"]["text"]["encoder"]["config"] == "tiny" and doc["config"]["sampler"]["steps"] == 1
     md = (tmp_path / "run" / "results.md").read_text()
     assert "- better copy baseline over the benchmark: copy same" in md and "margin over best baseline (dB)" in md
+    assert "DiT config from the weights' metadata (weights dit.safetensors)" in md and "text encoder tiny (seeded init)" in md
