@@ -4,6 +4,7 @@
     python launch/eval.py benchmark=llff benchmark.root=/data/nerf_llff_data recon.preset=vggt-1b-4d recon.weights=...
     python launch/eval.py -m dit.weights=a.safetensors,b.safetensors   # one combined table over the runs
     python launch/eval.py benchmark=ablation_attention      # trains each attention variant, then one table
+    python launch/eval.py --config-name eval_shipped        # issue 11's tables on the shipped checkpoints/ models
 
 Writes ``results.json``, ``results.md`` and ``plots/*.png`` into the Hydra run dir (in a sweep: each
 job's dir, plus ``combined.md`` / ``combined.json`` in the sweep dir).
