@@ -15,7 +15,7 @@ __all__ = ["COLUMNS", "format_value", "markdown_table", "results_markdown", "com
 COLUMNS = {
     "psnr": ("PSNR (dB) ↑", 2), "ssim": ("SSIM ↑", 4), "lpips": ("LPIPS ↓", 4),
     "flicker": ("flickering ↑", 4), "reproj_l1": ("reproj. L1 ↓", 4),
-    "margin_db": ("margin over best baseline (dB) ↑", 2),
+    "margin_db": ("margin over best baseline (dB) ↑", 2), "margin_ssim": ("SSIM margin ↑", 4),
     "FVD-F": ("FVD-F ↓", 2), "FVD-V": ("FVD-V ↓", 2), "FVD-Diag": ("FVD-Diag ↓", 2), "FV4D": ("FV4D ↓", 2),
 }
 

@@ -81,4 +81,5 @@ def test_margins_over_the_better_copy_baseline_use_the_benchmark_mean():
             (("A", (0.01, 0.05)), ("B", (0.1, 0.04)), ("model", (0.005, 0.02)))}
     rows = {r["method"]: r for r in board.rows()}
     assert rows["model"]["margin_db"] == pytest.approx(mean["model"] - mean["A"], abs=1e-3)
+    assert rows["model"]["margin_ssim"] == pytest.approx(rows["model"]["ssim"] - rows["A"]["ssim"])
     assert "margin_db" not in rows["A"] and board.notes["better copy baseline"].startswith("A (")

@@ -86,19 +86,20 @@ class Scoreboard:
         """Pick the best of ``baselines`` (rows of this table) by mean PSNR over the whole benchmark and
         give every other row a ``margin_db`` column: its mean PSNR minus the best baseline's (dB; > 0 =
         it beats it). The choice is recorded in :attr:`notes` under ``label``. No-op while none of the
-        baselines has been scored."""
+        baselines has been scored. ``margin_ssim``: the same for SSIM against that baseline."""
         present = [b for b in baselines if b in self.values]
         if not present:
             return
         best = max(present, key=self.mean_psnr)
-        best_psnr = self.mean_psnr(best)
-        self.notes[label] = f"{best} ({best_psnr:.2f} dB PSNR, {self._mean('ssim', best):.4f} SSIM)"
+        best_psnr, best_ssim = self.mean_psnr(best), self._mean("ssim", best)
+        self.notes[label] = f"{best} ({best_psnr:.2f} dB PSNR, {best_ssim:.4f} SSIM)"
         for method in self.values:
             if method not in baselines:
-                self.extra.setdefault(method, {})["margin_db"] = self.mean_psnr(method) - best_psnr
+                margins = {"margin_db": self.mean_psnr(method) - best_psnr, "margin_ssim": self._mean("ssim", method) - best_ssim}
+                self.extra.setdefault(method, {}).update(margins)
 
     def _mean(self, metric: str, method: str) -> float:
-        return _capped_mean(torch.cat(self.values[method][metric]))
+        return _capped_mean(torch.cat(self.values[method][metric]))  # the 100 dB cap only matters for PSNR
 
     def add_images(self, method: str, pred: torch.Tensor, gt: torch.Tensor) -> None:
         """Score images ``[N, 3, H, W]`` in [0, 1] for ``method``."""
