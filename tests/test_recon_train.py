@@ -1,5 +1,6 @@
-"""Reconstructor training task: frames of reference, scale alignment, stage selection and the
-learning check (held-out novel-view PSNR rises on synthetic scenes)."""
+"""Reconstructor training task: frames of reference, scale alignment, stage selection and a smoke
+check of the training direction (held-out novel-view PSNR rises from the near-black start; the claim
+against trivial baselines is tests/test_recon_shipped.py's)."""
 from __future__ import annotations
 
 import pytest
@@ -62,6 +63,31 @@ def test_ground_truth_normalisation_and_reference_frame_preserve_projections():
     assert points.numel() > 0 and float(points.min()) > 0
 
 
+def test_target_camera_pass_sees_input_0_plus_targets_and_is_the_l1_to_their_normalised_cameras():
+    """The supervised test-time camera pass: the model gets ``[input 0, targets]``; a model that
+    predicts the normalised GT pose encodings and depth exactly costs 0, one off by ``c`` in every
+    pose-encoding entry and ``d`` in every depth value costs ``c + d`` (closed form)."""
+    from types import SimpleNamespace
+
+    from recon.geometry import cameras_to_pose_encoding
+    from recon.train_task import ReconTask
+    from fourd.train.distributed import DistEnv
+
+    s = generate_scene(5, num_views=6, num_frames=2, height=28, width=28)
+    batch = collate([{"frames": s.frames, "depth": s.depth, "extrinsics": s.extrinsics, "intrinsics": s.intrinsics,
+                      "scene": s.name, "kind": s.kind}], 4, torch.device("cpu"))
+    gt = normalize_ground_truth(batch)
+    probe_views = [0, 1, 4]  # input 0 and the targets of split_views(6, 4)
+    enc = cameras_to_pose_encoding(torch.cat([gt["in_ext"][:, :1], gt["tgt_ext"]], 1),
+                                   s.intrinsics[probe_views][None].float(), (28, 28))
+    task = ReconTask(_compose("loss.target_camera_weight=1"), DistEnv(rank=0, world_size=1, local_rank=0))
+    for c, d in ((0.0, 0.0), (0.25, 0.5)):
+        def model(frames, c=c, d=d):
+            assert torch.equal(frames, s.frames[probe_views][None].float())
+            return SimpleNamespace(pose_enc_list=[enc + c, enc - c], depth=gt["depth"][:, :1].expand(-1, 3, -1, -1, -1) + d)
+        assert float(task.target_camera_loss(model, batch, gt)) == pytest.approx(c + d, abs=1e-5)
+
+
 def test_scale_alignment_is_the_median_ratio_over_valid_pixels():
     pred = torch.rand(2, 3, 4, 5) + 0.5
     gt = pred * torch.tensor([2.0, 0.25])[:, None, None, None]
@@ -104,8 +130,11 @@ def test_dynamic_stage_mixes_static_samples_duplicated_over_time():
     assert "static" in kinds and "dynamic" in kinds
 
 
-def test_tiny_reconstructor_learns_novel_views(tmp_path):
-    """Learning check: ~80 steps on synthetic scenes raise the held-out novel-view PSNR by > 3 dB."""
+def test_a_few_training_steps_move_held_out_renders_off_the_near_black_start(tmp_path):
+    """Smoke check of the training direction, NOT a learning claim: ~80 steps raise the held-out
+    novel-view PSNR by > 3 dB from the near-black initial render (opacity 0.1), which a constant image
+    would also do. Whether the trained model beats trivial baselines on held-out scenes is measured
+    in tests/test_recon_shipped.py and docs/recon.md ("Tiny 4D reconstructor")."""
     from fourd.train.distributed import DistEnv
     from fourd.train.engine import OptimConfig, build_engine
     from fourd.train.hydra_app import typed
