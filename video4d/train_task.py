@@ -53,7 +53,8 @@ class ProceduralClips(ProceduralSource):
         kind = self.kind_of(seed)
         settings = f"mc{self.moving_camera_fraction}_arc{self.arc_degrees}_fps{self.fps}"
         return {"scene": f"procedural_{kind}_{seed:07d}", "kind": kind, "drop_freeze_time_frame_cond": kind == "static",
-                "caption": caption(scene_spec(seed, kind, self.moving_camera_fraction), self.views),
+                "caption": caption(scene_spec(seed, "monocular", self.moving_camera_fraction), 1) if kind == "homography"
+                else caption(scene_spec(seed, kind, self.moving_camera_fraction), self.views),
                 "clip": f"procedural_{kind}_{seed:07d}/{settings}/v{self.views}_f{num_frames}_{self.height}x{self.width}"}
 
 

@@ -328,7 +328,8 @@ class ProceduralSource:
             nan = float("nan")
             return {"frames": frames, "depth": torch.full(frames[:, :, 0].shape, nan),
                     "extrinsics": torch.full((*frames.shape[:2], 3, 4), nan), "intrinsics": torch.full((*frames.shape[:2], 3, 3), nan),
-                    "kind": kind, "scene": s.name, "caption": s.caption, "seed": seed, "drop_freeze_time_frame_cond": False}
+                    "kind": kind, "scene": f"procedural_homography_{seed:07d}", "caption": s.caption, "seed": seed,
+                    "drop_freeze_time_frame_cond": False}
         s = procedural_scene(seed, self.views, num_frames, self.height, self.width, kind, self.moving_camera_fraction, self.arc_degrees, self.fps)
         return {"frames": s.frames, "depth": s.depth, "extrinsics": s.extrinsics, "intrinsics": s.intrinsics, "kind": kind,
                 "scene": s.name, "caption": s.caption, "seed": seed, "drop_freeze_time_frame_cond": kind == "static"}
