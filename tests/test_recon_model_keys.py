@@ -66,11 +66,19 @@ def test_loading_errors_name_the_problem(tmp_path):
     del state["aggregator.frame_blocks.0.attn.qkv.weight"]
     with pytest.raises(StateDictMismatchError, match=r"aggregator\.frame_blocks\.0\.attn\.qkv\.weight"):
         load_weights(build_reconstructor("tiny-4d"), state)
-    four_d = build_reconstructor("tiny-4d").state_dict()
-    with pytest.raises(StateDictMismatchError, match="temporal_blocks"):
-        load_weights(build_reconstructor({"preset": "tiny-4d", "temporal": False}), four_d)
     with pytest.raises(WeightsNotFoundError, match="nowhere.safetensors"):
         load_reconstructor("tiny", f"{tmp_path}/nowhere.safetensors")
+
+
+def test_a_model_without_temporal_attention_drops_and_reports_the_temporal_keys_of_a_4d_export():
+    four_d = build_reconstructor("tiny-4d").state_dict()
+    temporal = sorted(k for k in four_d if "_temporal_blocks." in k)
+    no_temporal = build_reconstructor({"preset": "tiny-4d", "temporal": False})
+    report = load_weights(no_temporal, four_d)
+    assert temporal and sorted(report.dropped) == temporal and report.missing == []
+    assert all(torch.equal(v, four_d[k]) for k, v in no_temporal.state_dict().items())
+    with pytest.raises(StateDictMismatchError, match="frame_temporal_blockz"):  # the relaxation is by prefix: a typo stays an error
+        load_weights(no_temporal, {**four_d, "aggregator.frame_temporal_blockz.0.attn.qkv.weight": torch.zeros(1)})
 
 
 def test_config_overrides_and_errors():

@@ -5,7 +5,8 @@ Loading is strict except for two documented relaxations:
 - keys of **new layers** (temporal blocks, Gaussian head) may be missing from the file: they keep
   their (zero-)initialisation, e.g. when a 4D model starts from the official VGGT-1B checkpoint;
 - keys of **heads the config disables** (e.g. ``track_head.*`` and ``point_head.*`` for the 4D
-  presets) are dropped and reported by name.
+  presets), and of the temporal blocks when the config has ``temporal=False`` (the paper's ablation
+  started from a 4D export), are dropped and reported by name.
 
 Any other missing or unexpected key, or a shape mismatch, raises
 :class:`fourd.weights.StateDictMismatchError` naming the keys.
@@ -38,15 +39,19 @@ HEADS = ("camera_head", "point_head", "depth_head", "track_head", "gaussian_head
 
 @dataclass
 class LoadReport:
-    """What a load did: ``missing`` new-layer keys left at init, ``dropped`` keys of disabled heads."""
+    """What a load did: ``missing`` new-layer keys left at init, ``dropped`` keys of disabled heads (and of
+    the temporal blocks when the model has no temporal attention, e.g. the ablation from a 4D export)."""
 
     missing: list[str]
     dropped: list[str]
 
 
+TEMPORAL_PREFIXES = ("aggregator.frame_temporal_blocks.", "aggregator.global_temporal_blocks.")
+
+
 def is_new_layer_key(key: str) -> bool:
     """True for keys of layers that VGGT-1B lacks: temporal blocks and the Gaussian head."""
-    return key.startswith(("aggregator.frame_temporal_blocks.", "aggregator.global_temporal_blocks.", "gaussian_head."))
+    return key.startswith((*TEMPORAL_PREFIXES, "gaussian_head."))
 
 
 def build_reconstructor(config: Union[str, ReconstructorConfig, Mapping[str, Any]] = "vggt-1b-4d") -> Reconstructor:
@@ -67,11 +72,16 @@ def load_weights(model: Reconstructor, weights: Union[str, Mapping[str, torch.Te
         source = source or "state dict"
         state = dict(weights)
     disabled = {h for h in HEADS if getattr(model, h) is None}
-    dropped = [k for k in state if k.split(".", 1)[0] in disabled]
-    kept = {k: v for k, v in state.items() if k.split(".", 1)[0] not in disabled}
+    temporal = () if model.cfg.temporal else TEMPORAL_PREFIXES  # a model without temporal attention drops those keys
+
+    def unused(key: str) -> bool:
+        return key.split(".", 1)[0] in disabled or key.startswith(temporal)
+
+    dropped = [k for k in state if unused(k)]
+    kept = {k: v for k, v in state.items() if not unused(k)}
     missing, _ = load_into(model, kept, strict=True, allow_missing=is_new_layer_key, source=source)
     if dropped:
-        logger.info("%s: dropped %d keys of disabled heads: %s", source, len(dropped), _names(dropped))
+        logger.info("%s: dropped %d keys of disabled heads / absent temporal blocks: %s", source, len(dropped), _names(dropped))
     if missing:
         logger.info("%s: %d new-layer keys not in the file, kept at init: %s", source, len(missing), _names(missing))
     return LoadReport(missing=missing, dropped=dropped)
