@@ -64,6 +64,11 @@ def test_monocular_row_generates_the_column_and_is_scored_on_the_same_cells(tmp_
     rows = {r["method"]: r for r in generation_table(cfg, models, [clip]).rows()}
     assert rows["ours (4D DiT)"]["images"] == rows["ours (4D DiT) monocular"]["images"] == int(scored_cells(3, 5).sum()) == 8
     assert rows["ours (4D DiT)"]["psnr"] != rows["ours (4D DiT) monocular"]["psnr"]
+    # the codec diagnostic: the same-view copy decoded through the VAE, scored on the same cells
+    copy_through_vae = vae_round_trip(models.vae, gt[:, :1].expand_as(gt))
+    mask = scored_cells(3, 5)
+    expected = float(-10 * torch.log10(((copy_through_vae[mask] - gt[mask]) ** 2).mean(dim=(1, 2, 3))).mean())
+    assert abs(rows["copy same view (freeze-time ref.) through the VAE"]["psnr"] - expected) < 0.05
     with pytest.raises(ValueError, match="reference.view=0"):
         generation_table(_cfg("reference.view=1"), models, [clip])
 
