@@ -131,3 +131,23 @@ def plot_metrics(run_dir: str, out: str, keys: tuple[str, ...] = ("loss",), smoo
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m fourd.train.observe RUN_DIR OUT.png [--keys loss psnr] [--smooth 50] [--log-y]``:
+    the training curve of a run as a PNG (:func:`plot_metrics`)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Plot a training run's metrics.jsonl into a PNG.")
+    p.add_argument("run_dir")
+    p.add_argument("out")
+    p.add_argument("--keys", nargs="+", default=["loss"])
+    p.add_argument("--smooth", type=int, default=1)
+    p.add_argument("--log-y", action="store_true")
+    p.add_argument("--title", default=None)
+    a = p.parse_args(argv)
+    print(plot_metrics(a.run_dir, a.out, tuple(a.keys), a.smooth, a.log_y, a.title))
+
+
+if __name__ == "__main__":
+    main()
