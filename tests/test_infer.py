@@ -44,7 +44,10 @@ def _cfg(example, *overrides):
         return compose("infer", overrides=[
             f"input.video={example / 'clip.mp4'}", f"views={V}", f"frames={F}", f"height={H}", f"width={W}",
             "sampler.steps=1", "sampler.progress=false", f"reconstructor.height={RH}", f"reconstructor.width={RH}",
-            f"reconstructor.path_frames={PATH}", f"vae.weights={example / 'vae.safetensors'}", "device=cpu", *overrides])
+            f"reconstructor.path_frames={PATH}", f"vae.weights={example / 'vae.safetensors'}", "device=cpu",
+            # the tiny random models (the defaults are the shipped checkpoints; tests/test_shipped_models.py runs those)
+            "dit.preset=tiny", "dit.weights=null", "vae.config=tiny", "reconstructor.config=tiny-4d", "reconstructor.weights=null",
+            "input.freeze_time=null", "sampler.shift=5.0", "sampler.guidance_single=5.0", *overrides])
 
 
 def _check_reconstruction(out: Path, T: int):
