@@ -9,7 +9,7 @@ DiT's context, as in training; without it every scene gets ``dit.context_file`` 
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -43,10 +43,8 @@ class Models:
     def vae(self) -> torch.nn.Module:
         from video4d import load_vae
 
-        c = self.cfg.vae
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.init_seed)
-            return load_vae(c.config, weights=c.weights, device=self.device).eval()  # config null: the weights' metadata
+        c = self.cfg.vae  # config null: the weights' metadata
+        return _seeded(c.init_seed, lambda: load_vae(c.config, weights=c.weights, device=self.device))
 
     @functools.cached_property
     def dit(self) -> torch.nn.Module:
@@ -54,9 +52,7 @@ class Models:
 
         c = self.cfg.dit
         config = model_config(c.preset, c.overrides, c.weights, "dit_config", "load_dit")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.init_seed)
-            return load_dit(config, weights=c.weights, init="random", device=self.device).eval()
+        return _seeded(c.init_seed, lambda: load_dit(config, weights=c.weights, init="random", device=self.device))
 
     @functools.cached_property
     def recon(self) -> torch.nn.Module:
@@ -64,9 +60,7 @@ class Models:
 
         c = self.cfg.recon
         config = model_config(c.preset, c.overrides, c.weights, "recon_config", "load_reconstructor")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.init_seed)
-            return load_reconstructor(config, weights=c.weights).to(self.device).eval()
+        return _seeded(c.init_seed, lambda: load_reconstructor(config, weights=c.weights).to(self.device))
 
     @functools.cached_property
     def text_encoder(self) -> Optional[torch.nn.Module]:
@@ -112,3 +106,11 @@ class Models:
             raise ValueError("classifier-free guidance (sampler.guidance_single != 1) needs text.encoder (e.g. text_encoder@text.encoder=tiny): "
                              "the negative is an encoded empty prompt, never zeros")
         return self._encode("")
+
+
+def _seeded(seed: int, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """``build()`` in eval mode, its random init (when no weights are given) drawn from ``seed`` in a
+    forked RNG, so a seeded model is the same in every run and leaves the global RNG alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()
