@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.utils import make_grid
 
-from fourd.data.procedural import ProceduralSource, caption, scene_seed, scene_spec
+from fourd.data.procedural import ProceduralSource, scene_seed
 from fourd.train.distributed import DistEnv
 from fourd.train.schedule import StepSchedule
 from video4d.flow import ReferenceChoice, TimestepSampling, build_reference, flow_matching_loss
@@ -34,9 +34,9 @@ from video4d.grid import ReferenceCells
 from video4d.sampler import sample
 from video4d.text_context import CaptionContexts
 
-__all__ = ["VideoTask", "VideoBatch", "ProceduralClips", "MixtureSource", "build_source", "clip_id", "warm_latent_cache"]
+__all__ = ["LOADER_KEYS", "VideoTask", "VideoBatch", "ProceduralClips", "MixtureSource", "build_source", "clip_id", "warm_latent_cache"]
 
-_LOADER_KEYS = ("weights", "trainable", "init", "init_seed")
+LOADER_KEYS = ("weights", "trainable", "init", "init_seed")  # model.* keys that configure loading, not the DiTConfig
 log = logging.getLogger(__name__)
 
 
@@ -53,8 +53,7 @@ class ProceduralClips(ProceduralSource):
         kind = self.kind_of(seed)
         settings = f"mc{self.moving_camera_fraction}_arc{self.arc_degrees}_fps{self.fps}"
         return {"scene": f"procedural_{kind}_{seed:07d}", "kind": kind, "drop_freeze_time_frame_cond": kind == "static",
-                "caption": caption(scene_spec(seed, "monocular", self.moving_camera_fraction), 1) if kind == "homography"
-                else caption(scene_spec(seed, kind, self.moving_camera_fraction), self.views),
+                "caption": self.caption_of(seed),
                 "clip": f"procedural_{kind}_{seed:07d}/{settings}/v{self.views}_f{num_frames}_{self.height}x{self.width}"}
 
 
@@ -136,7 +135,7 @@ class VideoTask:
         from video4d.model import select_trainable
 
         model_cfg = OmegaConf.to_container(self.cfg.model, resolve=True)
-        loader = {k: model_cfg.pop(k) for k in _LOADER_KEYS}
+        loader = {k: model_cfg.pop(k) for k in LOADER_KEYS}
         self._dit_config = model_cfg
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loader["init_seed"])

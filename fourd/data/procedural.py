@@ -320,6 +320,14 @@ class ProceduralSource:
         r = _rng(seed, 2).random()
         return "static" if r < self.static_fraction else "homography" if r < self.static_fraction + self.homography_fraction else "dynamic"
 
+    def caption_of(self, seed: int) -> str:
+        """The caption :meth:`sample` gives scene ``seed`` without rendering it (a homography sample
+        keeps its monocular clip's caption)."""
+        kind = self.kind_of(seed)
+        if kind == "homography":
+            return caption(scene_spec(seed, "monocular", self.moving_camera_fraction), 1)
+        return caption(scene_spec(seed, kind, self.moving_camera_fraction), self.views)
+
     def _render_uncached(self, seed: int, num_frames: int) -> dict[str, Any]:
         kind = self.kind_of(seed)
         if kind == "homography":
