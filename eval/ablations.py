@@ -98,7 +98,7 @@ def attention_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[st
     ``schedule.frames``, height x width)."""
     from fourd.data.procedural import procedural_scene
     from video4d import load_dit, load_vae
-    from video4d.train_task import VideoTask
+    from video4d.train_task import LOADER_KEYS, VideoTask
 
     b = cfg.benchmark
     board = None
@@ -110,10 +110,10 @@ def attention_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[st
         if weights is None:
             weights, task = train_variant(train_cfg, lambda env, c=train_cfg: VideoTask(c, env), _run_dir(out_dir, variant))
             model_cfg = {k: v for k, v in OmegaConf.to_container(train_cfg.model, resolve=True).items()
-                         if k not in ("weights", "trainable", "init", "init_seed")}
+                         if k not in LOADER_KEYS}
             trained.vae, row = task.vae.to(trained.device), f"{variant} ({train_cfg.train.steps} steps)"
         else:
-            model_cfg = model_config(None, {k: v for k, v in fields.items() if k not in ("weights", "trainable", "init", "init_seed")},
+            model_cfg = model_config(None, {k: v for k, v in fields.items() if k not in LOADER_KEYS},
                                      weights, "dit_config", "load_dit")
             trained.vae = load_vae(train_cfg.vae.config, weights=train_cfg.vae.weights, device=trained.device).eval()
             row = f"{variant} (weights {os.path.basename(weights)})"
