@@ -8,7 +8,7 @@
     python launch/infer.py stages=generate                       # grid only; later: stages=reconstruct input.video=<run>/<name>/scene
     torchrun --nproc_per_node 8 launch/infer.py input.list=videos.txt   # batch, inputs sharded over ranks
 
-Config: configs/infer.yaml; files written: video4d/pipeline_job.py. Exit status 1 when something
+Config: configs/infer.yaml; files written: infer4d/job.py. Exit status 1 when something
 failed (one line per failure; a batch skips failing inputs and prints a table at the end).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ log = logging.getLogger("infer")
 @hydra.main(config_path="../configs", config_name="infer", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Run every input; exit 1 with one line per problem when something failed."""
-    from video4d.pipeline_job import run_inference
+    from infer4d.job import run_inference
 
     out_root = cfg.output.dir or HydraConfig.get().runtime.output_dir
     try:

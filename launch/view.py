@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--static", action="store_true", help="write out_dir/index.html (+ splats.html) instead of serving")
     args = parser.parse_args(argv)
     try:
-        from fourd.viewer.server import view
+        from fourd.viewer.static_page import view
 
         page = view(args.out_dir, host=args.host, port=args.port, static=args.static)
     except (FileNotFoundError, ValueError) as err:

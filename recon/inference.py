@@ -24,7 +24,7 @@ import torch
 
 from fourd.data.transforms import ResizeCrop
 from recon.export import export_sequence
-from recon.geometry import matrix_to_quat_wxyz, quat_multiply_wxyz
+from fourd.rotations import matrix_to_quat_wxyz, quat_multiply_wxyz
 from recon.model import Gaussians
 from recon.render import render_gaussians
 

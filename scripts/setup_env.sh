@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 export DS_BUILD_OPS=0 PIP_DISABLE_PIP_VERSION_CHECK=1
-if ! .venv/bin/python -c "import video4d, recon, deepspeed, lpips, hydra, pytest, viser, playwright" 2>/dev/null; then
+if ! .venv/bin/python -c "import video4d, recon, infer4d, deepspeed, lpips, hydra, pytest, viser, playwright" 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
   .venv/bin/python -m pip install -q -e ".[dev]"
 fi

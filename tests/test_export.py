@@ -7,16 +7,8 @@ import pytest
 import torch
 from plyfile import PlyData
 
-from recon.export import (
-    PLY_PROPERTIES,
-    SH_C0,
-    export_sequence,
-    load_cameras_json,
-    load_ply,
-    save_cameras_json,
-    save_ply,
-    save_video,
-)
+from fourd.formats import PLY_PROPERTIES, SH_C0, load_cameras_json, load_ply, save_cameras_json, save_ply, save_video
+from recon.export import export_sequence
 
 STANDARD_3DGS_PROPERTIES = (
     ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]

@@ -3,17 +3,8 @@ import math
 
 import torch
 
-from recon.geometry import (
-    cameras_to_pose_encoding,
-    matrix_to_quat_wxyz,
-    matrix_to_quat_xyzw,
-    pose_encoding_to_cameras,
-    project_points,
-    quat_multiply_wxyz,
-    quat_wxyz_to_matrix,
-    quat_xyzw_to_matrix,
-    unproject_depth,
-)
+from fourd.rotations import matrix_to_quat_wxyz, matrix_to_quat_xyzw, quat_multiply_wxyz, quat_wxyz_to_matrix, quat_xyzw_to_matrix
+from recon.geometry import cameras_to_pose_encoding, pose_encoding_to_cameras, project_points, unproject_depth
 
 S = math.sqrt(0.5)
 RZ90 = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # x -> y

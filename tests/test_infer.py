@@ -1,4 +1,4 @@
-"""launch/infer.py and video4d.pipeline_job end to end on the CPU with tiny random models: every
+"""launch/infer.py and infer4d.job end to end on the CPU with tiny random models: every
 output written and readable in every mode, two-stage runs, failures that leave nothing complete,
 batch mode and rank sharding, clear errors."""
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from plyfile import PlyData
 
-import video4d.pipeline_job as job
+import infer4d.job as job
 from fourd.data import generate_scene, read_scene
-from recon.export import PLY_PROPERTIES, load_cameras_json, save_video
+from fourd.formats import PLY_PROPERTIES, load_cameras_json, save_video
 from video4d import load_vae
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from fourd.data import generate_scene
-from recon.geometry import project_points, quat_wxyz_to_matrix
+from fourd.rotations import quat_wxyz_to_matrix
+from recon.geometry import project_points
 from recon.model import Gaussians, load_reconstructor
 from recon.train_task import (
     STAGE_TRAINABLE,

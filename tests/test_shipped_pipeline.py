@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from fourd.data import read_scene
 from fourd.data.procedural import procedural_scene
-from video4d.pipeline_job import run_inference
+from infer4d.job import run_inference
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "heldout_scene"

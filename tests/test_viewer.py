@@ -1,6 +1,6 @@
 """The viewers in a real headless browser: Debian's chromium driven by playwright.
 
-On a tiny synthetic output directory (written with recon.export / fourd.data like the real
+On a tiny synthetic output directory (written with fourd.formats / fourd.data like the real
 pipeline's): the viser viewer starts on a free localhost port, the page loads, the canvas shows the
 splats (screenshot pixel statistics), moving the time slider changes the picture the way the two
 PLYs differ (a red ball on the left at t=0, a blue ball on the right at t=1), the server stops and
@@ -32,7 +32,7 @@ from fourd.data.scene_io import write_scene
 from fourd.viewer import find_outputs, write_static_page
 from fourd.viewer.outputs import camera_frusta, splats_for_viewer
 from fourd.viewer.static_page import summary_tables
-from recon.export import load_cameras_json, save_cameras_json, save_ply, save_video
+from fourd.formats import load_cameras_json, save_cameras_json, save_ply, save_video
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [

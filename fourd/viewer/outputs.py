@@ -3,8 +3,8 @@
 An output directory (``launch/infer.py`` or ``launch/train_recon.py mode=export``) may contain any
 subset of::
 
-    gaussians_t0000.ply ...      per-timestep 3DGS PLYs (recon.export.save_ply)
-    cameras.json                 predicted cameras (recon.export.save_cameras_json)
+    gaussians_t0000.ply ...      per-timestep 3DGS PLYs (fourd.formats.save_ply)
+    cameras.json                 predicted cameras (fourd.formats.save_cameras_json)
     grid.png                     the generated V x T grid as one image
     novel_views.mp4, novel_times.mp4, views/view_{v}.mp4
     scene/                       the decoded grid in the on-disk scene format (docs/data_format.md)
@@ -19,7 +19,7 @@ import math
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import fsspec
 import numpy as np
@@ -27,10 +27,10 @@ import torch
 from PIL import Image
 
 from fourd.data.scene_io import open_scene
-from recon.export import load_cameras_json, load_ply
-from recon.geometry import matrix_to_quat_wxyz, quat_wxyz_to_matrix
+from fourd.formats import load_ply
+from fourd.rotations import matrix_to_quat_wxyz, quat_wxyz_to_matrix
 
-__all__ = ["OutputFiles", "find_outputs", "splats_for_viewer", "camera_frusta", "frustum_images", "read_image"]
+__all__ = ["OutputFiles", "find_outputs", "splats_for_viewer", "camera_frusta", "frustum_images", "read_image", "format_value", "flatten_summary"]
 
 _PLY = re.compile(r"^gaussians_t(\d{4,})\.ply$")
 _VIEW_VIDEO = re.compile(r"^view_(\d+)\.mp4$")
@@ -135,7 +135,7 @@ def splats_for_viewer(url: str) -> dict[str, np.ndarray]:
 
 
 def camera_frusta(cameras: dict) -> list[dict]:
-    """Frustum poses of :func:`recon.export.load_cameras_json` cameras, one dict per view.
+    """Frustum poses of :func:`fourd.formats.load_cameras_json` cameras, one dict per view.
 
     Each has ``wxyz`` (world-from-camera rotation, OpenCV camera axes), ``position`` (camera centre
     ``-Rᵀ t``, world units), ``fov`` (vertical field of view ``2 atan(H / 2 fy)``, radians) and
@@ -184,3 +184,28 @@ def read_image(url: str, max_side: int = 1024) -> np.ndarray:
     with fsspec.open(url, "rb") as f:
         image = np.asarray(Image.open(f).convert("RGB"))
     return _downscale(image, max_side)
+
+
+def format_value(value: Any) -> str:
+    """A cell: floats to 4 significant digits, lists of scalars comma-joined, the rest as JSON."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, (int, str)):
+        return str(value)
+    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        return ", ".join(format_value(v) for v in value)
+    return json.dumps(value, sort_keys=True)
+
+
+def flatten_summary(doc: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """``summary.json`` (or a part of it) flattened to ``(dotted key, formatted value)`` rows, in file order."""
+    rows = []
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += flatten_summary(value, name + ".")
+        else:
+            rows.append((name, format_value(value)))
+    return rows

@@ -24,12 +24,11 @@ from typing import Optional
 import numpy as np
 import viser
 
-from fourd.viewer.outputs import OutputFiles, camera_frusta, find_outputs, frustum_images, read_image, splats_for_viewer
-from fourd.viewer.static_page import summary_rows, write_static_page
+from fourd.formats import load_cameras_json
+from fourd.viewer.outputs import OutputFiles, camera_frusta, find_outputs, flatten_summary, frustum_images, read_image, splats_for_viewer
 from fourd.weights import atomic_write_bytes
-from recon.export import load_cameras_json
 
-__all__ = ["Viewer", "view", "write_splat_page"]
+__all__ = ["Viewer", "write_splat_page"]
 
 
 def _scene_extent(centers: np.ndarray) -> tuple[np.ndarray, float]:
@@ -134,7 +133,7 @@ class Viewer:
         if files.grid is not None:
             with gui.add_folder("V x T grid"):
                 gui.add_image(read_image(files.url(files.grid)), label=files.grid)
-        rows = summary_rows(files.read_summary())
+        rows = flatten_summary(files.read_summary())
         if rows:
             with gui.add_folder("summary.json", expand_by_default=False):
                 gui.add_markdown("\n".join(f"- **{k}**: {v}" for k, v in rows))
@@ -223,13 +222,3 @@ def write_splat_page(out_dir: str, filename: str = "splats.html", fps: float = 4
     url = files.url(filename)
     atomic_write_bytes(url, page.encode())
     return url
-
-
-def view(out_dir: str, host: str = "127.0.0.1", port: int = 8080, static: bool = False) -> Optional[str]:
-    """Entry point of ``launch/view.py``: serve ``out_dir`` until SIGINT/SIGTERM, or with
-    ``static=True`` write ``out_dir/index.html`` (no server) and return its URL."""
-    if static:
-        return write_static_page(out_dir)
-    with Viewer(out_dir, host=host, port=port) as viewer:
-        viewer.serve_forever()
-    return None

@@ -7,44 +7,13 @@ are embedded from ``splats.html``, a self-contained viser player page with the s
 from __future__ import annotations
 
 import html
-import json
-import math
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import quote
 
-from fourd.viewer.outputs import find_outputs
+from fourd.viewer.outputs import find_outputs, format_value, flatten_summary
 from fourd.weights import atomic_write_bytes
 
-__all__ = ["summary_rows", "summary_tables", "write_static_page"]
-
-
-def _fmt(value: Any) -> str:
-    """A cell: floats to 4 significant digits, lists of scalars comma-joined, the rest as JSON."""
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    if isinstance(value, (int, str)):
-        return str(value)
-    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
-        return ", ".join(_fmt(v) for v in value)
-    return json.dumps(value, sort_keys=True)
-
-
-def _flatten(doc: dict, prefix: str = "") -> list[tuple[str, str]]:
-    rows = []
-    for key, value in doc.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            rows += _flatten(value, name + ".")
-        else:
-            rows.append((name, _fmt(value)))
-    return rows
-
-
-def summary_rows(summary: dict) -> list[tuple[str, str]]:
-    """``summary.json`` flattened to ``(dotted key, formatted value)`` rows, in file order."""
-    return _flatten(summary)
+__all__ = ["summary_tables", "write_static_page", "view"]
 
 
 def summary_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -55,18 +24,18 @@ def summary_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]
     a table with one row per entry and one column per inner key; any other object a key/value
     table of its flattened entries; a list of objects a table with one row per object.
     """
-    scalars = [(k, _fmt(v)) for k, v in summary.items() if not isinstance(v, dict) and not _is_record_list(v)]
+    scalars = [(k, format_value(v)) for k, v in summary.items() if not isinstance(v, dict) and not _is_record_list(v)]
     tables = [("summary", ["key", "value"], [list(r) for r in scalars])] if scalars else []
     for key, value in summary.items():
         if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
             columns = list(dict.fromkeys(c for v in value.values() for c in v))
-            rows = [[name] + [_fmt(entry[c]) if c in entry else "" for c in columns] for name, entry in value.items()]
+            rows = [[name] + [format_value(entry[c]) if c in entry else "" for c in columns] for name, entry in value.items()]
             tables.append((key, [key] + columns, rows))
         elif isinstance(value, dict):
-            tables.append((key, ["key", "value"], [list(r) for r in _flatten(value)]))
+            tables.append((key, ["key", "value"], [list(r) for r in flatten_summary(value)]))
         elif _is_record_list(value):
             columns = list(dict.fromkeys(c for v in value for c in v))
-            tables.append((key, columns, [[_fmt(v[c]) if c in v else "" for c in columns] for v in value]))
+            tables.append((key, columns, [[format_value(v[c]) if c in v else "" for c in columns] for v in value]))
     return tables
 
 
@@ -140,3 +109,15 @@ def write_static_page(out_dir: str, filename: str = "index.html", splats: bool =
     url = files.url(filename)
     atomic_write_bytes(url, page.encode())
     return url
+
+
+def view(out_dir: str, host: str = "127.0.0.1", port: int = 8080, static: bool = False) -> Optional[str]:
+    """Entry point of ``launch/view.py``: serve ``out_dir`` until SIGINT/SIGTERM, or with
+    ``static=True`` write ``out_dir/index.html`` (no server) and return its URL."""
+    if static:
+        return write_static_page(out_dir)
+    from fourd.viewer.server import Viewer
+
+    with Viewer(out_dir, host=host, port=port) as viewer:
+        viewer.serve_forever()
+    return None

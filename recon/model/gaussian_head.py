@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recon.geometry import camera_to_world_rotation, matrix_to_quat_wxyz, quat_multiply_wxyz, unproject_depth
+from fourd.rotations import matrix_to_quat_wxyz, quat_multiply_wxyz
+from recon.geometry import camera_to_world_rotation, unproject_depth
 
 from .config import GaussianHeadConfig
 from .dpt import DPTHead

@@ -41,7 +41,7 @@ from typing import Optional
 
 import torch
 
-from recon.geometry import quat_wxyz_to_matrix
+from fourd.rotations import quat_wxyz_to_matrix
 
 __all__ = ["project_gaussians", "rasterize_torch"]
 

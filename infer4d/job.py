@@ -196,7 +196,7 @@ def _settings(cfg: DictConfig, has_freeze: bool) -> GenerationSettings:
 def _generate_item(cfg: DictConfig, models: Models, item: Item, out: str, device: torch.device, recorder: StageRecorder) -> torch.Tensor:
     """Read the item, generate its grid and write grid.png, views/*.mp4, scene/; returns frames ``[V, F, 3, H, W]``."""
     from fourd.data import Scene, write_scene
-    from recon.export import save_video
+    from fourd.formats import save_video
 
     size = (cfg.height, cfg.width)
     with recorder.stage("read_input"):
