@@ -124,11 +124,11 @@ class BaseTask:
         """No schedule."""
 
     def next_batch(self, micro_batch: int, device: torch.device) -> dict[str, torch.Tensor]:
-        """This rank's next training sets (global indices ``rank, rank + W, ...``)."""
+        """This rank's next training sets (global indices ``r, r + D, ...`` by data-parallel rank r of D)."""
         data = self.cfg.base_data
         samples = []
         for _ in range(micro_batch):
-            seed = data.seed + self.position * self.env.world_size + self.env.rank
+            seed = data.seed + self.position * self.env.dp_size + self.env.dp_rank
             if seed >= data.held_out_seed:
                 raise ValueError(f"training seed {seed} reached the held-out range (>= base_data.held_out_seed {data.held_out_seed})")
             samples.append(base_scene(seed, data.views, data.height, data.width, tuple(data.arc_degrees)))

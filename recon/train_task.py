@@ -356,11 +356,11 @@ class ReconTask:
         return sample
 
     def next_batch(self, micro_batch: int, device: torch.device) -> dict[str, Any]:
-        """This rank's next samples (global mixture positions ``rank, rank + W, ...``: dynamic and
+        """This rank's next samples (global mixture positions ``r, r + D, ...`` by data-parallel rank r of D: dynamic and
         static samples, :meth:`SceneSampler.mixture`), collated (:func:`collate`)."""
         samples = []
         for _ in range(micro_batch):
-            index = self.position * self.env.world_size + self.env.rank
+            index = self.position * self.env.dp_size + self.env.dp_rank
             if self._mixture is None:
                 self._mixture = self.scenes.mixture(self.num_frames)
             samples.append(self._checked(self._mixture[index]))

@@ -11,7 +11,7 @@ generator, so resume is exact): which references it gets (``reference.probs``: b
 prompt (``text.dropout``, for CFG).
 
 Progressive schedule: ``schedule.frames`` (``[[step, frames], ...]``) sets the clip length F from
-that step on. Data position: each rank reads global sample indices ``rank, rank + W, ...``; the
+that step on. Data position: each rank reads global sample indices ``r, r + D, ...`` (r, D: its data-parallel rank and size); the
 next index is its checkpointed state.
 """
 from __future__ import annotations
@@ -180,7 +180,7 @@ class VideoTask:
         source that can :meth:`ProceduralClips.describe` it is not even rendered) instead of frames."""
         samples, latents = [], []
         for _ in range(micro_batch):
-            index = self.position * self.env.world_size + self.env.rank
+            index = self.position * self.env.dp_size + self.env.dp_rank
             self.position += 1
             if self.latent_cache is None:
                 samples.append(self.source.sample(index, self.num_frames))

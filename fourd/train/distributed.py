@@ -39,16 +39,42 @@ _LOCAL_RANK_ARG = re.compile(r"^--local[-_]rank(=\d+)?$")
 
 @dataclass(frozen=True)
 class DistEnv:
-    """This process's place in the job: global ``rank``, ``local_rank`` on its node, ``world_size``."""
+    """This process's place in the job: global ``rank``, ``local_rank`` on its node, ``world_size``,
+    and the ``sequence_parallel`` size N (consecutive ranks ``[k*N, (k+1)*N)`` form one sequence-
+    parallel group: they share one sample and split its tokens).
+
+    Data is sharded by data-parallel rank (:attr:`dp_rank` of :attr:`dp_size`), never by global
+    rank: every rank of a sequence-parallel group reads the same samples and draws the same noise.
+    """
 
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    sequence_parallel: int = 1
+
+    def __post_init__(self) -> None:
+        if self.sequence_parallel < 1 or self.world_size % self.sequence_parallel:
+            raise ValueError(f"sequence_parallel={self.sequence_parallel} must be >= 1 and divide the world size {self.world_size}")
 
     @property
     def is_main(self) -> bool:
         """True on global rank 0 (the rank that writes shared files and logs)."""
         return self.rank == 0
+
+    @property
+    def dp_rank(self) -> int:
+        """Data-parallel rank: which shard of the data this rank (and its sequence-parallel group) reads."""
+        return self.rank // self.sequence_parallel
+
+    @property
+    def dp_size(self) -> int:
+        """Number of data-parallel shards (``world_size / sequence_parallel``)."""
+        return self.world_size // self.sequence_parallel
+
+    @property
+    def sp_rank(self) -> int:
+        """Rank inside the sequence-parallel group (which slice of the tokens it holds)."""
+        return self.rank % self.sequence_parallel
 
     @property
     def device(self) -> torch.device:

@@ -146,7 +146,7 @@ class VAETask:
         """This rank's next ``micro_batch`` clips ``[B, 3, F, h, w]`` in [-1, 1] (random crops with ``data.crop``)."""
         clips = []
         for _ in range(micro_batch):
-            index = self.position * self.env.world_size + self.env.rank
+            index = self.position * self.env.dp_size + self.env.dp_rank
             clip = _clips(self.source, index, 1, self.num_frames)[0]
             crop = self.cfg.data.crop
             if crop is not None:
