@@ -210,7 +210,7 @@ def colmap_scene(scene: Path, rng, binary: bool, num_images: int = 4, size=(48, 
     return depths
 
 
-def kubric_view(folder: Path, rng, num_frames: int, size=(48, 64), focal=35.0, sensor=32.0, z_plane=3.0, missing=()):
+def kubric_view(folder: Path, rng, num_frames: int, size=(48, 64), focal=30.0, sensor=32.0, z_plane=3.0, missing=()):
     """One Kubric render: metadata.json (camera positions + wxyz quaternions of Blender camera
     axes, focal/sensor in mm), rgba_*.png and depth_*.tiff (distance to the camera centre of a
     fronto-parallel plane at z = ``z_plane``, by Kubric's ``z_to_depth``)."""
@@ -247,3 +247,39 @@ def kubric_view(folder: Path, rng, num_frames: int, size=(48, 64), focal=35.0, s
                        "positions": positions, "quaternions": quats}}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metadata.json").write_text(json.dumps(meta))
+
+
+def objaverse_object(folder: Path, rng, convention: str, num_views: int = 3, num_frames: int = 2, moving_view=None, size=(48, 64)):
+    """Per-view RGBA frame folders (black blobs, alpha = blob, transparent elsewhere) + cameras.json.
+    ``convention`` "opengl": camera-to-world in Blender axes + camera_angle_x, pixels by the NeRF
+    projection; "opencv": world-to-camera OpenCV + fl_x/fl_y/cx/cy, pixels by the pinhole formula.
+    ``moving_view``: that view gets one matrix per frame."""
+    H, W = size
+    f = 60.0
+    views = []
+    for v in range(num_views):
+        mats = []
+        for t in range(num_frames if v == moving_view else 1):
+            if convention == "opengl":
+                R, C = gl_camera(rng)
+                pix = project_gl(R, C, f, f, W / 2, H / 2)
+                m = np.concatenate([np.concatenate([R, C[:, None]], 1), [[0, 0, 0, 1]]])
+            else:
+                R, t_ = w2c_camera(rng)
+                cam = POINTS @ R.T + t_
+                pix = np.stack([f * cam[:, 0] / cam[:, 2] + 31.0, 61.0 * cam[:, 1] / cam[:, 2] + 24.5], -1)
+                m = np.concatenate([R, t_[:, None]], 1)
+            mats.append(m.tolist())
+            frames = range(num_frames) if v != moving_view else [t]
+            for k in frames:
+                rgba = np.zeros((H, W, 4), np.uint8)
+                rgba[..., 3] = (blobs(H, W, pix) * 255).round().astype(np.uint8)
+                (folder / f"view_{v:02d}").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rgba).save(folder / f"view_{v:02d}" / f"{k:03d}.png")
+        views.append({"file_path": f"view_{v:02d}", "transform_matrix": mats if v == moving_view else mats[0]})
+    doc = {"views": views, "fps": 8}
+    if convention == "opengl":
+        doc.update(convention="blender", matrix="camera_to_world", camera_angle_x=2 * np.arctan(W / 2 / f))
+    else:
+        doc.update(convention="opencv", matrix="world_to_camera", fl_x=f, fl_y=61.0, cx=31.0, cy=24.5)
+    (folder / "cameras.json").write_text(json.dumps(doc))
