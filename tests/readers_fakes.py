@@ -283,3 +283,25 @@ def objaverse_object(folder: Path, rng, convention: str, num_views: int = 3, num
     else:
         doc.update(convention="opencv", matrix="world_to_camera", fl_x=f, fl_y=61.0, cx=31.0, cy=24.5)
     (folder / "cameras.json").write_text(json.dumps(doc))
+
+
+def realestate10k_chunk(text_root: Path, chunk: Path) -> None:
+    """pixelSplat's preprocessed form of the sequences under ``text_root`` (written by
+    :func:`realestate10k`): one ``.torch`` chunk of {key, url, timestamps, cameras [N, 18], images
+    (JPEG bytes as uint8 tensors)} and ``index.json`` beside it."""
+    import torch
+
+    examples = []
+    for txt in sorted(text_root.glob("*.txt")):
+        lines = txt.read_text().splitlines()
+        rows = [list(map(float, line.split())) for line in lines[1:]]
+        images = []
+        for row in rows:
+            buf = io.BytesIO()
+            Image.open(text_root / txt.stem / f"{int(row[0])}.png").save(buf, format="JPEG", quality=95)
+            images.append(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
+        examples.append({"key": txt.stem, "url": lines[0], "timestamps": torch.tensor([int(r[0]) for r in rows]),
+                         "cameras": torch.tensor([r[1:] for r in rows], dtype=torch.float32), "images": images})
+    chunk.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(examples, chunk)
+    (chunk.parent / "index.json").write_text(json.dumps({ex["key"]: chunk.name for ex in examples}))

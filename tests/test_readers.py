@@ -51,6 +51,22 @@ def test_realestate10k_cameras_reproject_broken_items_are_skipped_and_reruns_res
     assert sample["frames"].shape == (2, 3, 3, 32, 32) and sample["has_cameras"] and sample["drop_freeze_time_frame_cond"]
 
 
+def test_realestate10k_pixelsplat_chunks(tmp_path):
+    """pixelSplat's preprocessed RealEstate10K (index.json + .torch chunks of JPEG bytes and 18-number camera rows)."""
+    rng = np.random.default_rng(4)
+    text_root = tmp_path / "text"
+    text_root.mkdir()
+    for name in ("k0", "k1"):
+        fakes.realestate10k(text_root, name, rng, num_frames=3)
+    fakes.realestate10k_chunk(text_root, tmp_path / "re10k" / "train" / "000000.torch")
+    out = tmp_path / "out"
+    report = convert("realestate10k", str(tmp_path / "re10k" / "train"), str(out), rgb_format="png")
+    assert report.converted == ["k0", "k1"] and not report.skipped
+    for name in ("k0", "k1"):
+        scene = fakes.check_blobs(str(out / name))["scene"]
+        assert scene.frames.shape == (1, 3, 3, 48, 64) and scene.fps == pytest.approx(10.0)
+
+
 def test_dl3dv_transforms_json_opengl_cameras_downscaled_images_and_distortion(tmp_path):
     """nerfstudio's camera-to-world in OpenGL axes, intrinsics of the full-resolution images (w, h)
     while only images_4/ exists (DL3DV's 960P release), OPENCV distortion, one bad matrix."""

@@ -4,7 +4,7 @@
 ================  ==========================================================  =========
 ``dataset``       reads                                                       writes
 ================  ==========================================================  =========
-``realestate10k`` RealEstate10K / ACID camera ``.txt`` files + extracted frames   static
+``realestate10k`` RealEstate10K / ACID camera ``.txt`` + frames, or pixelSplat chunks static
 ``dl3dv``         nerfstudio ``transforms.json`` scenes (DL3DV)                    static
 ``colmap``        COLMAP sparse models (MVImgNet; any COLMAP capture)             static
 ``kubric``        Kubric worker output (MOVi metadata.json + rgba/depth), views   dynamic

@@ -27,7 +27,7 @@ from fourd.data.readers.geometry import sparse_depth
 from fourd.data.scene_io import _encode_image, _put
 from fourd.data.transforms import ResizeCrop
 
-__all__ = ["ReaderError", "BrokenItem", "Item", "Reader", "SceneWriter", "load_rgb", "find_scene_dirs", "read_text",
+__all__ = ["ReaderError", "BrokenItem", "Item", "Reader", "SceneWriter", "load_rgb", "decode_rgb", "find_scene_dirs", "read_text",
            "parse_background"]
 
 
@@ -137,6 +137,11 @@ def load_rgb(fs, path: str, background: Optional[np.ndarray] = None) -> np.ndarr
         data = fs.cat_file(path)
     except FileNotFoundError:
         raise CorruptSampleError(f"missing frame {path}") from None
+    return decode_rgb(data, path, background)
+
+
+def decode_rgb(data: bytes, what: str, background: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`load_rgb` on encoded image bytes; errors name ``what``."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             has_alpha = im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info)
@@ -146,7 +151,7 @@ def load_rgb(fs, path: str, background: Optional[np.ndarray] = None) -> np.ndarr
                 return np.round(rgba[..., :3] * alpha + background * (1 - alpha)).astype(np.uint8)
             return np.array(im.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as e:
-        raise CorruptSampleError(f"cannot decode image {path} ({e})") from None
+        raise CorruptSampleError(f"cannot decode image {what} ({e})") from None
 
 
 def load_float_image(fs, path: str) -> np.ndarray:
