@@ -1,15 +1,15 @@
 """Converters from the paper's training datasets to the scene format (docs/data_format.md,
 "Bringing your own data"): one :func:`convert` call per dataset root.
 
-================  ==========================================================  =========
-``dataset``       reads                                                       writes
-================  ==========================================================  =========
-``realestate10k`` RealEstate10K / ACID camera ``.txt`` + frames, or pixelSplat chunks static
-``dl3dv``         nerfstudio ``transforms.json`` scenes (DL3DV)                    static
-``colmap``        COLMAP sparse models (MVImgNet; any COLMAP capture)             static
-``kubric``        Kubric worker output (MOVi metadata.json + rgba/depth), views   dynamic
-``objaverse``     per-view render folders + ``cameras.json``                      dynamic
-================  ==========================================================  =========
+=================  =================================================================  =======
+``dataset``        reads                                                              writes
+=================  =================================================================  =======
+``realestate10k``  RealEstate10K / ACID camera ``.txt`` + frames, or pixelSplat chunks  static
+``dl3dv``          nerfstudio ``transforms.json`` scenes (DL3DV)                       static
+``colmap``         COLMAP sparse models (MVImgNet; any COLMAP capture)                 static
+``kubric``         Kubric worker output (MOVi metadata.json + rgba/depth), per camera  dynamic
+``objaverse``      per-view render folders + ``cameras.json``                          dynamic
+=================  =================================================================  =======
 
 A folder of plain videos with ``<video>.txt`` captions needs no conversion: the homography source
 reads it directly. Cameras come out as OpenCV camera-from-world in the dataset's own world frame
@@ -112,6 +112,8 @@ def convert(dataset: str, root: str, out: str, height: Optional[int] = None, wid
         raise ReaderError(f"unknown dataset {dataset!r}; choose one of {', '.join(READERS)}")
     if (height is None) != (width is None):
         raise ReaderError(f"give both height and width or neither (got height={height}, width={width})")
+    if rgb_format not in (None, "png", "jpg"):
+        raise ReaderError(f"rgb_format must be 'png' or 'jpg' for converted scenes, got {rgb_format!r}")
     if not 0 <= shard < num_shards:
         raise ReaderError(f"shard {shard} not in [0, num_shards={num_shards})")
     cls = READERS[dataset]
@@ -129,9 +131,12 @@ def convert(dataset: str, root: str, out: str, height: Optional[int] = None, wid
     report = ConvertReport(dataset, root, out)
     size = (int(height), int(width)) if height is not None else None
     for item in items:
-        if not overwrite and fs.exists(posixpath.join(out_root, item.name, "scene.json")):
-            report.existing.append(item.name)
-            continue
+        done = posixpath.join(out_root, item.name, "scene.json")
+        if fs.exists(done):
+            if not overwrite:
+                report.existing.append(item.name)
+                continue
+            fs.rm(done)  # the scene is incomplete while it is rewritten
         writer = SceneWriter(posixpath.join(out_root, item.name), item.name, cls.kind, size, rgb_format or cls.rgb_format)
         try:
             fps = reader.convert(item, writer)

@@ -149,7 +149,7 @@ def read_model(fs, folder: str, with_points: bool = True):
             out.append(parsers[what][0](data) if binary else parsers[what][1](data.decode("utf-8")))
         except (struct.error, ValueError, IndexError, UnicodeDecodeError) as e:
             raise BrokenItem(f"cannot parse {path} ({type(e).__name__}: {e})") from None
-    return (*out, None) if not with_points else tuple(out)
+    return tuple(out) if with_points else (*out, None)
 
 
 def camera_intrinsics(camera: ColmapCamera, what: str) -> tuple[np.ndarray, tuple[float, ...], tuple[float, float]]:

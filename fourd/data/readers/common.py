@@ -70,7 +70,8 @@ class Reader:
             raise ReaderError(f"{self.name}: dataset root {root} is not a directory (expected {self.layout})")
 
     def items(self) -> list[Item]:
-        """The items under the root, sorted by name; raises :class:`ReaderError` when there are none."""
+        """The items under the root in a fixed order (by name, or by file where that reads faster);
+        raises :class:`ReaderError` when there are none."""
         raise NotImplementedError
 
     def convert(self, item: Item, writer: "SceneWriter") -> Optional[float]:
@@ -125,7 +126,7 @@ def parse_background(value) -> Optional[np.ndarray]:
     try:
         arr = np.asarray(rgb, dtype=np.float64).reshape(3)
     except (TypeError, ValueError):
-        raise ValueError(f"background must be 'white', 'black', 'none' or [r, g, b] in 0-255, got {value!r}") from None
+        raise ReaderError(f"background must be 'white', 'black', 'none' or [r, g, b] in 0-255, got {value!r}") from None
     return arr
 
 
