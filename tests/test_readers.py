@@ -65,6 +65,8 @@ def test_realestate10k_pixelsplat_chunks(tmp_path):
     for name in ("k0", "k1"):
         scene = fakes.check_blobs(str(out / name))["scene"]
         assert scene.frames.shape == (1, 3, 3, 48, 64) and scene.fps == pytest.approx(10.0)
+    shard = convert("realestate10k", str(tmp_path / "re10k" / "train"), str(tmp_path / "shard1"), shard=1, num_shards=2)
+    assert shard.converted == ["k1"]  # one process per shard: every num_shards-th item
 
 
 def test_dl3dv_transforms_json_opengl_cameras_downscaled_images_and_distortion(tmp_path):
