@@ -67,6 +67,11 @@ def test_realestate10k_pixelsplat_chunks(tmp_path):
         assert scene.frames.shape == (1, 3, 3, 48, 64) and scene.fps == pytest.approx(10.0)
     shard = convert("realestate10k", str(tmp_path / "re10k" / "train"), str(tmp_path / "shard1"), shard=1, num_shards=2)
     assert shard.converted == ["k1"]  # one process per shard: every num_shards-th item
+    examples = torch.load(tmp_path / "re10k" / "train" / "000000.torch", weights_only=True)
+    del examples[0]["timestamps"]  # a malformed example is skipped, the others still convert
+    torch.save(examples, tmp_path / "re10k" / "train" / "000000.torch")
+    report = convert("realestate10k", str(tmp_path / "re10k" / "train"), str(tmp_path / "again"))
+    assert report.converted == ["k1"] and report.skipped["k0"].startswith("KeyError")
 
 
 def test_dl3dv_transforms_json_opengl_cameras_downscaled_images_and_distortion(tmp_path):

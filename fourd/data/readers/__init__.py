@@ -141,8 +141,10 @@ def convert(dataset: str, root: str, out: str, height: Optional[int] = None, wid
         try:
             fps = reader.convert(item, writer)
             writer.finish(fps, by_name.get(item.name) or reader.caption(item))
-        except (BrokenItem, CorruptSampleError, SceneFormatError) as e:
-            report.skipped[item.name] = str(e)
+        except (BrokenItem, CorruptSampleError, SceneFormatError, KeyError, TypeError, ValueError, IndexError) as e:
+            # Malformed content of one item (a field missing or of the wrong type) must not end a long run either.
+            expected = isinstance(e, (BrokenItem, CorruptSampleError, SceneFormatError))
+            report.skipped[item.name] = str(e) if expected else f"{type(e).__name__}: {e}"
             logger.warning("%s: skipping %s (%s)", dataset, item.name, e)
             _remove_partial(fs, out_root, item.name)
             continue
