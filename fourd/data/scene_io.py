@@ -196,9 +196,11 @@ def open_scene(url: str) -> SceneReader:
         if not fs.exists(path):
             raise SceneFormatError(f"scene {name}: video file not found: {url}")
         video = decode_video(fs.cat_file(path), posixpath.splitext(path)[1].lower(), None, f"scene {name}")
+        caption_path = posixpath.splitext(path)[0] + ".txt"  # <video>.txt next to the video: its caption
+        caption = fs.cat_file(caption_path).decode("utf-8").strip() or None if fs.isfile(caption_path) else None
         meta = SceneMeta(
             name=name, kind="monocular", num_views=1, num_frames=int(video.shape[0]),
-            height=int(video.shape[1]), width=int(video.shape[2]), rgb_format="mp4",
+            height=int(video.shape[1]), width=int(video.shape[2]), rgb_format="mp4", caption=caption,
         )
         reader = SceneReader(fs, path, meta, "video")
         reader._videos[0] = video
