@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,6 +103,13 @@ def test_deepspeed_zero2_two_ranks_nan_export_and_resume(tmp_path):
     launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", _port(), SCRIPT, *common]
     proc = subprocess.run([*launcher, "debug.stop_after_step=3"], cwd=ROOT, env=_env(resumed), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and not (resumed / "result.json").exists()
+    # a newer checkpoint with a DeepSpeed file cut short (as a power loss can leave it): resume=auto sets it aside
+    shutil.copytree(ref / "checkpoints" / "step_00000004", resumed / "checkpoints" / "step_00000004")
+    (cut,) = sorted((resumed / "checkpoints" / "step_00000004" / "engine").rglob("zero_pp_rank_1_*optim_states.pt"))
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    (resumed / "checkpoints" / "latest").write_text("step_00000004\n")
     _run(launcher, resumed)
     got, want = losses_by_step(resumed), losses_by_step(ref)
     assert [got[s] for s in (3, 4)] == [want[s] for s in (3, 4)]
+    log = (resumed / "train_video4d_rank0.log").read_text()
+    assert f"step_00000004: {cut.relative_to(resumed / 'checkpoints' / 'step_00000004')} has" in log and "resuming from step_00000002: 2 steps lost" in log
