@@ -61,6 +61,7 @@ def _check(cfg: DictConfig) -> None:
     parse), the dataset root, and the model configs (presets exist, or the weights carry theirs)."""
     import fsspec
 
+    from eval.protocols.datasets import DatasetNotFoundError
     from eval.protocols.models import model_config
     from fourd.preflight import ConfigError, check_config
     from fourd.weights import config_from_metadata
@@ -73,7 +74,7 @@ def _check(cfg: DictConfig) -> None:
     if isinstance(root, str):
         fs, path = fsspec.core.url_to_fs(root)
         if not fs.exists(path):
-            raise ConfigError(f"benchmark.root={root} not found: give the folder of the {cfg.benchmark.name} dataset")
+            raise DatasetNotFoundError(f"dataset root not found: {root} (set the {cfg.benchmark.name} dataset's folder: benchmark.root=<path>)")
     if cfg.benchmark.name.startswith("ablation"):
         return  # each row trains its own models from the training configs
     models = (("dit", "preset", "dit_config", "load_dit", dit_config), ("recon", "preset", "recon_config", "load_reconstructor", recon_config),

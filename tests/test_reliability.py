@@ -199,10 +199,10 @@ def test_training_and_eval_name_the_unset_key_and_the_damaged_file(tmp_path):
     from eval.runner import run
 
     for overrides, expected in ((["benchmark=llff"], r"config key benchmark.root not set"),
-                                (["benchmark=llff", f"benchmark.root={tmp_path}/nothing"], r"benchmark.root=.*nothing not found"),
+                                (["benchmark=llff", f"benchmark.root={tmp_path}/nothing"], r"dataset root not found: .*nothing \(set the llff dataset's folder"),
                                 ([f"recon.weights={cut}"], r"recon.weights .*cut.safetensors is damaged"),
                                 (["dit.preset=bogus"], r"dit.preset=bogus: unknown DiT preset 'bogus'")):
-        with pytest.raises(ValueError, match=expected):
+        with pytest.raises((ValueError, FileNotFoundError), match=expected):
             run(_compose("eval", *overrides), str(tmp_path / "eval"))
     assert not (tmp_path / "eval").exists()
     proc = subprocess.run([sys.executable, str(ROOT / "launch" / "train_recon.py"), "recon_data=disk", f"hydra.run.dir={tmp_path}/run"],
