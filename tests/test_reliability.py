@@ -282,3 +282,15 @@ def test_a_user_video_gets_none_of_the_example_and_runs_the_readme_line(tmp_path
     assert grid.shape == (4 * 34 + 2, 17 * 34 + 2, 3)  # every frame of every view (20.6)
     row_only = _compose("infer", f"input.video={clip}", "mode=row_only", "views=4", "frames=17", *overrides)
     job._check_item(row_only, job.resolve_items(row_only)[0], job.check_models(row_only))  # row_only takes a user video as is
+
+
+def test_a_scene_caption_that_is_not_utf8_names_its_file(tmp_path):
+    """Issue 19.4 for training and eval data: a Latin-1 caption in scene.json raised a bare UnicodeDecodeError."""
+    from fourd.data import Scene, read_scene, write_scene
+    from fourd.data.format import SceneFormatError
+
+    write_scene(Scene(name="s", kind="dynamic", frames=torch.zeros(1, 1, 3, 16, 16), fps=8.0, caption="un cafe"), str(tmp_path / "s"))
+    meta = tmp_path / "s" / "scene.json"
+    meta.write_bytes(meta.read_bytes().replace(b"un cafe", "un café".encode("latin-1")))
+    with pytest.raises(SceneFormatError, match=rf"^scene s: {meta} is not UTF-8 \(byte 0xe9 at offset \d+\): save it as UTF-8$"):
+        read_scene(str(tmp_path / "s"))
