@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 import torch.distributed as dist
 
-from fourd.train.distributed import DistEnv, barrier
+from fourd.train.distributed import DistEnv, barrier, broadcast_object
 from fourd.train.engine import Engine
 
 __all__ = ["CheckpointManager", "LoadedCheckpoint", "CheckpointError"]
@@ -151,7 +151,7 @@ class CheckpointManager:
         torch.save(dict(rank_state), os.path.join(tmp, f"rank_{self.env.rank:05d}.pt"))
         barrier()
         _fsync_tree(tmp)  # every rank: flushes what this node wrote, whoever wrote it
-        files = _files(tmp)
+        files = broadcast_object(_files(tmp) if self.env.is_main else None)  # one listing (shared filesystems cache them)
         share = {f: {"size": os.path.getsize(os.path.join(tmp, f)), "sha256": _sha256(os.path.join(tmp, f))}
                  for f in files[self.env.rank :: self.env.world_size]}
         manifest = {k: v for part in _gather(share) for k, v in part.items()}
