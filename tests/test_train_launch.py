@@ -56,6 +56,10 @@ def test_plain_crash_in_save_then_resume_is_exact(tmp_path):
     assert [got[s] for s in (3, 4)] == [ref[s] for s in (3, 4)]
     assert json.loads((crashed / "result.json").read_text())["step"] == 4
     assert (ckpts / "latest").read_text().strip() == "step_00000004" and not (ckpts / ".tmp-step_00000004").exists()
+    from fourd.weights import read_metadata
+
+    trained = json.loads(read_metadata(str(tmp_path / "ref" / "export" / "model.safetensors"))["trained_grid"])
+    assert trained == {"views": 2, "frames": 5, "height": 16, "width": 16}  # the grid inference compares with (configs/data/procedural.yaml)
 
 
 def test_hydra_multirun_two_jobs(tmp_path):
