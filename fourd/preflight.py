@@ -95,10 +95,9 @@ def one_line_errors(prog: str, catch: tuple = USER_ERRORS) -> Iterator[None]:
         yield
     except catch as e:
         message = (str(e).splitlines() or [""])[0] or type(e).__name__
-        files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
         record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s failed", (prog,), sys.exc_info())
-        for handler in files:
-            handler.handle(record)
-        where = f" (traceback in {files[0].baseFilename})" if files else ""
-        print(f"{prog}: error: {type(e).__name__}: {message}{where}", file=sys.stderr)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+        print(f"{prog}: error: {type(e).__name__}: {message}", file=sys.stderr)
         sys.exit(1)
