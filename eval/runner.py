@@ -56,6 +56,38 @@ def _text(cfg: DictConfig) -> str:
     return f"one context for every scene ({cfg.dit.context_file or 'zeros'})"
 
 
+def _check(cfg: DictConfig) -> None:
+    """What needs no model, before any is built: unset keys, the files the config names (weights headers
+    parse), the dataset root, and the model configs (presets exist, or the weights carry theirs)."""
+    import fsspec
+
+    from eval.protocols.datasets import DatasetNotFoundError
+    from eval.protocols.models import model_config
+    from fourd.preflight import ConfigError, check_config
+    from fourd.weights import config_from_metadata
+    from recon.model.config import resolve_config as recon_config
+    from video4d.model.config import resolve_config as dit_config
+    from video4d.vae.config import resolve_config as vae_config
+
+    check_config(cfg)
+    root = cfg.benchmark.get("root")
+    if isinstance(root, str):
+        fs, path = fsspec.core.url_to_fs(root)
+        if not fs.exists(path):
+            raise DatasetNotFoundError(f"dataset root not found: {root} (set the {cfg.benchmark.name} dataset's folder: benchmark.root=<path>)")
+    if cfg.benchmark.name.startswith("ablation"):
+        return  # each row trains its own models from the training configs
+    models = (("dit", "preset", "dit_config", "load_dit", dit_config), ("recon", "preset", "recon_config", "load_reconstructor", recon_config),
+              ("vae", "config", "vae_config", "load_vae", vae_config))
+    for node, key, metadata_key, loader, resolve in models:
+        c = cfg[node]
+        try:
+            config = model_config(c[key], c.get("overrides", {}), c.weights, metadata_key, loader)
+            resolve(config if config is not None else config_from_metadata(c.weights, metadata_key, loader))
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{node}.{key}={c[key]}: {str(e).splitlines()[0]}") from None
+
+
 def run(cfg: DictConfig, out_dir: str, overrides: Sequence[str] = (), sweep_dir: Optional[str] = None) -> dict[str, Any]:
     """Run benchmark ``cfg.benchmark.name`` with the models of ``cfg`` and write its outputs into
     ``out_dir`` (and the combined table into ``sweep_dir`` when given). ``overrides``: the command-line
@@ -66,6 +98,7 @@ def run(cfg: DictConfig, out_dir: str, overrides: Sequence[str] = (), sweep_dir:
     name = cfg.benchmark.name
     if name not in benchmarks:
         raise ValueError(f"unknown benchmark {name!r}; use one of {', '.join(sorted(benchmarks))} (configs/benchmark/)")
+    _check(cfg)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     boards = benchmarks[name](cfg, Models(cfg), out_dir)

@@ -20,7 +20,9 @@ from safetensors.torch import save as save_safetensors_bytes
 
 __all__ = [
     "WeightsNotFoundError",
+    "WeightsFileError",
     "StateDictMismatchError",
+    "check_weights_file",
     "read_state_dict",
     "read_metadata",
     "resolve_dtype",
@@ -35,6 +37,15 @@ __all__ = [
 
 class WeightsNotFoundError(FileNotFoundError):
     """A weights file the user named does not exist."""
+
+
+class WeightsFileError(ValueError):
+    """A weights file that exists but cannot be read (cut short, damaged, not a weights file); one line naming it."""
+
+
+def _damaged(what: str, url: str, problem: object) -> WeightsFileError:
+    detail = (str(problem).splitlines() or [type(problem).__name__])[0].split(". ")[0]
+    return WeightsFileError(f"{what} {url} is damaged or not a weights file ({detail}): copy it again from its source")
 
 
 class StateDictMismatchError(RuntimeError):
@@ -89,20 +100,66 @@ def read_state_dict(url: str, what: str = "weights file") -> dict[str, torch.Ten
         base = posixpath.dirname(index_or_file)
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
-            state.update(load_safetensors_bytes(_read_bytes(unstrip(posixpath.join(base, shard)), f"shard {shard}")))
+            shard_url = unstrip(posixpath.join(base, shard))
+            state.update(_decode(_read_bytes(shard_url, f"shard {shard}"), shard_url, what))
         return state
     if index_or_file is not None:
         path = index_or_file
-    data = _read_bytes(unstrip(path), what)
-    if path.endswith(".safetensors"):
-        return load_safetensors_bytes(data)
-    import io
-
-    obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    obj = _decode(_read_bytes(unstrip(path), what), unstrip(path), what)
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
     return dict(obj)
+
+
+def _decode(data: bytes, url: str, what: str) -> Any:
+    """safetensors (by the ``.safetensors`` suffix) or ``torch.load(weights_only=True)`` of ``data``;
+    a damaged file raises :class:`WeightsFileError` naming ``url``."""
+    import io
+    import pickle
+    import zipfile
+
+    try:
+        if url.endswith(".safetensors"):
+            return load_safetensors_bytes(data)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (RuntimeError, ValueError, EOFError, OSError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise _damaged(what, url, e) from None
+    except Exception as e:  # safetensors' SafetensorError derives from Exception only
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise _damaged(what, url, e) from None
+
+
+def _safetensors_header(fs, path: str, url: str, what: str) -> dict[str, Any]:
+    """The JSON header of a safetensors file, checked: it parses, and the file holds every byte
+    its tensors' offsets need (a copy cut short fails here, naming the file)."""
+    try:
+        size = fs.size(path)
+        with fs.open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if not 2 <= length <= size - 8:
+                raise ValueError(f"header length {length} does not fit a file of {size} bytes")
+            header = json.loads(f.read(length))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as e:
+        raise _damaged(what, url, e) from None
+    if size != 8 + length + end:
+        raise _damaged(what, url, f"{size} bytes, its header describes {8 + length + end}")
+    return header
+
+
+def _weight_files(fs, path: str, url: str, what: str) -> list[str]:
+    """The files a weights URL stands for: the shards of an index (or of a folder holding one), or the file."""
+    found = _find_index(fs, path)
+    if found is None or not found.endswith(".index.json"):
+        return [found or path]
+    try:
+        with fs.open(found, "rb") as f:
+            shards = sorted(set(json.loads(f.read())["weight_map"].values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise _damaged(what, found, e) from None
+    return [posixpath.join(posixpath.dirname(found), shard) for shard in shards]
 
 
 def read_metadata(url: str, what: str = "weights file") -> dict[str, str]:
@@ -114,18 +171,39 @@ def read_metadata(url: str, what: str = "weights file") -> dict[str, str]:
     fs, path = _fs(url)
     if not fs.exists(path):
         raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
-    found = _find_index(fs, path)
-    if found is not None and found.endswith(".index.json"):
-        with fs.open(found, "rb") as f:
-            shards = sorted(set(json.loads(f.read())["weight_map"].values()))
-        found = posixpath.join(posixpath.dirname(found), shards[0])
-    path = found or path
+    path = _weight_files(fs, path, url, what)[0]
     if not path.endswith(".safetensors"):
         return {}
-    with fs.open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-    return dict(header.get("__metadata__") or {})
+    return dict(_safetensors_header(fs, path, url, what).get("__metadata__") or {})
+
+
+def check_weights_file(url: str, what: str = "weights file") -> dict[str, str]:
+    """Check, without reading any tensor, that the weights at ``url`` exist and their headers parse:
+    every safetensors file (each shard of an index) is as long as its header says; a ``.pt``/``.pth``
+    zip archive has its directory (a cut-short copy has none). Returns :func:`read_metadata`'s dict.
+    Raises :class:`WeightsNotFoundError` / :class:`WeightsFileError` in one line naming the file."""
+    import zipfile
+
+    fs, path = _fs(url)
+    if not fs.exists(path):
+        raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
+    files = _weight_files(fs, path, url, what)
+    metadata: dict[str, str] = {}
+    for i, file in enumerate(files):
+        shown = url if file == path else f"{url} (shard {posixpath.basename(file)})"
+        if not fs.exists(file):
+            raise WeightsNotFoundError(f"{what} {shown} not found (provide this file; nothing is downloaded at run time)")
+        if file.endswith(".safetensors"):
+            header = _safetensors_header(fs, file, shown, what)
+            metadata = metadata if i else dict(header.get("__metadata__") or {})
+            continue
+        with fs.open(file, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":  # torch.save's zip format (legacy pickles are only loaded)
+                try:
+                    zipfile.ZipFile(f).namelist()
+                except (zipfile.BadZipFile, OSError, ValueError) as e:
+                    raise _damaged(what, shown, e) from None
+    return metadata
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32, "bfloat16": torch.bfloat16,

@@ -5,37 +5,41 @@ Per input ``<name>`` the files go to ``<out_root>/<name>/`` (``configs/infer.yam
 ``grid.png``, ``views/view_{v}.mp4``, ``scene/`` (the decoded grid in the scene format of
 docs/data_format.md), ``gaussians_t{t:04d}.ply``, ``cameras.json``, ``novel_views.mp4``,
 ``novel_times.mp4`` and ``summary.json`` (settings, seconds and peak memory per stage, sha256 of
-the weight files). They are written into ``<out_root>/.<name>.partial-<id>`` and renamed to
-``<name>`` only when everything succeeded; a failure removes the partial directory, so a directory
-named like an input is always complete. A batch reports each failing item in one line, skips it,
-and ends with a table (also ``batch_summary.json``).
+the weight files). They are written into a hidden partial folder and renamed to ``<name>`` only when
+everything succeeded; a failure removes the partial folder, so a folder named like an input is always
+complete, and nothing outside ``<out_root>/<name>`` is ever deleted or renamed (:mod:`infer4d.outputs`).
+A batch reports each failing item in one line, skips it, and ends with a table (also ``batch_summary.json``).
+
+Before any model is loaded, every check that needs none runs (:mod:`infer4d.checks`): settings, unset
+keys, weights files and their headers, model configs, the grid against the DiT, and each input (it
+exists and decodes, its mode, the estimated memory); a grid other than the one the DiT weights were
+trained on is warned about once.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import posixpath
-import shutil
-import uuid
+import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import fsspec
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fourd.stages import StageRecorder
-from fourd.video_io import VIDEO_SUFFIXES, InputError, check_frame_count, read_images, read_video
+from fourd.video_io import VIDEO_SUFFIXES, InputError, read_images, read_video
+from infer4d.checks import ModelConfigs, check_memory, check_mode, check_models, check_settings, trained_grid_warning
+from infer4d.outputs import clean_stale_partials, committed, item_name
 from video4d.pipeline import GenerationSettings, encode_text, frames_to_image, generate
 
 __all__ = ["Item", "resolve_items", "run_inference", "DTYPES"]
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-STAGES = ("all", "generate", "reconstruct")
 
 
 @dataclass(frozen=True)
@@ -49,20 +53,28 @@ class Item:
     prompt: Optional[str] = None
 
 
-def _stem(url: str) -> str:
-    base = posixpath.basename(url.rstrip("/"))
-    return posixpath.splitext(base)[0] if base.lower().endswith(VIDEO_SUFFIXES) else base
+def _text(fs, path: str, what: str, fix: str) -> str:
+    """A UTF-8 text file; anything else raises naming it."""
+    data = fs.cat_file(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): {fix}") from None
 
 
 def resolve_items(cfg: DictConfig) -> list[Item]:
     """The inputs of ``cfg.input``: ``input.list`` (a text file, one ``video [| freeze_time [| prompt]]``
-    per line, ``#`` comments; or a folder whose videos / sub-folders are the items) or the single
-    ``input.video`` / ``input.freeze_time`` / ``prompt``."""
+    per line, ``#`` comments; or a folder whose videos / sub-folders are the items), the single
+    ``input.video`` / ``input.freeze_time`` / ``prompt``, or, with neither, the bundled ``example``
+    (its ``video`` and ``freeze_time`` folders: the example's defaults apply only to the example)."""
     node = cfg.input
     if node.list is None:
         if node.video is None:
-            raise InputError("no input: set input.video=<video or folder of frames> (or input.list=<file or folder> for a batch)")
-        return [Item(_stem(node.video), node.video, node.freeze_time, cfg.prompt)]
+            if cfg.example is None or node.freeze_time is not None:
+                raise InputError("no input video: set input.video=<video or folder of frames> (or input.list=<file or folder> for a batch)")
+            example = cfg.example.rstrip("/")
+            return [Item(item_name(example, "example"), f"{example}/video", f"{example}/freeze_time", cfg.prompt)]
+        return [Item(item_name(node.video), node.video, node.freeze_time, cfg.prompt)]
     fs, path = fsspec.core.url_to_fs(node.list)
     if not fs.exists(path):
         raise InputError(f"input.list not found: {node.list}")
@@ -71,7 +83,7 @@ def resolve_items(cfg: DictConfig) -> list[Item]:
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         rows = [[u if protocol == "file" else f"{protocol}://{u}"] for u in urls]
     else:
-        lines = fs.cat_file(path).decode("utf-8").splitlines()
+        lines = _text(fs, path, "input.list", "save it as UTF-8").splitlines()
         rows = [[f.strip() for f in line.split("|")] for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not rows:
         raise InputError(f"input.list {node.list} holds no inputs")
@@ -79,7 +91,7 @@ def resolve_items(cfg: DictConfig) -> list[Item]:
     for i, row in enumerate(rows):
         freeze = row[1] if len(row) > 1 and row[1] else None
         prompt = row[2] if len(row) > 2 else cfg.prompt
-        items.append(Item(f"{i:04d}_{_stem(row[0])}", row[0], freeze, prompt))
+        items.append(Item(f"{i:04d}_{item_name(row[0], f'input.list item {i}')}", row[0], freeze, prompt))
     return items
 
 
@@ -92,8 +104,35 @@ def _caption(item: Item) -> str:
     folder = path if fs.isdir(path) else posixpath.dirname(path)
     for candidate in (posixpath.splitext(path)[0] + ".txt", posixpath.join(folder, "caption.txt")):
         if fs.isfile(candidate):
-            return fs.cat_file(candidate).decode("utf-8").strip()
+            return _text(fs, candidate, "caption file", "save it as UTF-8, or give prompt=...").strip()
     return ""
+
+
+def _read_inputs(cfg: DictConfig, item: Item, size: Optional[tuple[int, int]]) -> tuple[torch.Tensor, Optional[torch.Tensor], str]:
+    """The item's video ``[F, 3, H, W]``, freeze-time images ``[V, 3, H, W]`` (or None) and prompt;
+    ``size`` None keeps the frames as stored (the pre-check reads them so)."""
+    video = read_video(item.video, cfg.frames, size, cfg.input.stride)
+    freeze = None if item.freeze_time is None else read_images(item.freeze_time, cfg.views, size)
+    return video, freeze, _caption(item)
+
+
+def _check_item(cfg: DictConfig, item: Item, configs: ModelConfigs) -> None:
+    """What can fail for this input, without a model: it exists and decodes, its mode fits, it fits in memory."""
+    if cfg.stages == "reconstruct":
+        _read_grid(item)
+        return
+    video, freeze, _ = _read_inputs(cfg, item, None)
+    check_mode(cfg, freeze is not None, item.video)
+    check_memory(cfg, tuple(video.shape[-2:]), configs.vae.dim, item.video)
+
+
+def _read_grid(item: Item) -> torch.Tensor:
+    from fourd.data import read_scene
+
+    try:
+        return read_scene(item.video, with_depth=False, with_masks=False).frames
+    except (ValueError, RuntimeError, OSError) as e:
+        raise InputError(f"cannot read the grid {item.video} for stages=reconstruct ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
 def _sha256(url: str) -> str:
@@ -108,24 +147,6 @@ def _sha256(url: str) -> str:
             for block in iter(lambda: handle.read(1 << 24), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _committed(root: str, name: str, overwrite: bool) -> Iterator[str]:
-    """A fresh partial directory renamed to ``root/name`` on success, removed on failure."""
-    final = os.path.join(root, name)
-    if os.path.exists(final) and not overwrite:
-        raise InputError(f"output {final} exists: choose another output.dir or set output.overwrite=true")
-    partial = os.path.join(root, f".{name}.partial-{uuid.uuid4().hex[:8]}")
-    os.makedirs(partial)
-    try:
-        yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.replace(partial, final)
 
 
 class Models:
@@ -183,12 +204,9 @@ def _contexts(cfg: DictConfig, models: Models, prompt: str, device: torch.device
     return context.to(device), negative.to(device)
 
 
-def _settings(cfg: DictConfig, has_freeze: bool) -> GenerationSettings:
-    mode = ("both" if has_freeze else "monocular") if cfg.mode == "auto" else cfg.mode
-    if cfg.sampler.name != "euler":
-        raise InputError(f"sampler.name={cfg.sampler.name!r}: only 'euler' (rectified-flow Euler) is implemented")
+def _settings(cfg: DictConfig, item: Item, has_freeze: bool) -> GenerationSettings:
     s = cfg.sampler
-    return GenerationSettings(mode=mode, views=cfg.views, steps=s.steps, shift=s.shift, guidance=s.guidance,
+    return GenerationSettings(mode=check_mode(cfg, has_freeze, item.video), views=cfg.views, steps=s.steps, shift=s.shift, guidance=s.guidance,
                               guidance_single=s.guidance_single, seed=s.seed, decode_chunk=cfg.vae.decode_chunk,
                               max_videos=cfg.vae.max_videos, progress=s.progress)
 
@@ -198,12 +216,10 @@ def _generate_item(cfg: DictConfig, models: Models, item: Item, out: str, device
     from fourd.data import Scene, write_scene
     from fourd.formats import save_video
 
-    size = (cfg.height, cfg.width)
     with recorder.stage("read_input"):
-        video = read_video(item.video, cfg.frames, size, cfg.input.stride)[None]
-        freeze = None if item.freeze_time is None else read_images(item.freeze_time, cfg.views, size)[None]
-        prompt = _caption(item)
-    settings = _settings(cfg, freeze is not None)
+        video, freeze, prompt = _read_inputs(cfg, item, (cfg.height, cfg.width))
+        video, freeze = video[None], None if freeze is None else freeze[None]
+    settings = _settings(cfg, item, freeze is not None)
     with recorder.stage("text_encode", models.text_encoder):
         context, negative = _contexts(cfg, models, prompt, device)
     result = generate(models.dit, models.vae, video, context, settings, negative, freeze, recorder)
@@ -211,7 +227,7 @@ def _generate_item(cfg: DictConfig, models: Models, item: Item, out: str, device
     with recorder.stage("write_grid"):
         import imageio.v3 as iio
 
-        iio.imwrite(os.path.join(out, "grid.png"), frames_to_image(frames[:, :: cfg.output.grid_stride]).numpy())
+        iio.imwrite(os.path.join(out, "grid.png"), frames_to_image(frames[:, :: cfg.output.grid_stride]).numpy())  # rows = views
         for v in range(frames.shape[0]):
             save_video(os.path.join(out, "views", f"view_{v}.mp4"), frames[v].permute(0, 2, 3, 1), cfg.output.fps)
         write_scene(Scene(name=item.name, kind="dynamic", frames=frames, fps=cfg.output.fps, caption=prompt), os.path.join(out, "scene"))
@@ -228,17 +244,13 @@ def _reconstruct_item(cfg: DictConfig, models: Models, frames: torch.Tensor, out
                            cfg.output.fps, list(r.background))
 
 
-def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: torch.device, load: StageRecorder) -> dict[str, Any]:
+def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: torch.device, load: StageRecorder,
+              warnings: list[str]) -> dict[str, Any]:
     recorder = StageRecorder(device, cfg.offload)
-    with _committed(root, item.name, cfg.output.overwrite) as out:
+    with committed(root, item.name, cfg.output.overwrite) as out:
         if cfg.stages == "reconstruct":
-            from fourd.data import read_scene
-
             with recorder.stage("read_input"):
-                try:
-                    frames = read_scene(item.video, with_depth=False, with_masks=False).frames
-                except (ValueError, RuntimeError) as e:
-                    raise InputError(f"cannot read the grid {item.video} for stages=reconstruct ({e})") from None
+                frames = _read_grid(item)
         else:
             frames = _generate_item(cfg, models, item, out, device, recorder)
         timesteps = _reconstruct_item(cfg, models, frames, out, recorder) if cfg.stages != "generate" else 0
@@ -251,7 +263,7 @@ def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: to
             "weights": {k: {"url": v, "sha256": models.hashes.get(k)} if v else {"url": None, "init": "seeded random (tiny demo)"}
                         for k, v in models.weights.items()},
             "settings": OmegaConf.to_container(cfg, resolve=True),
-            "device": str(device), "torch": torch.__version__,
+            "device": str(device), "torch": torch.__version__, "warnings": warnings,
         }
         with open(os.path.join(out, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
@@ -259,44 +271,49 @@ def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: to
     return summary
 
 
-def _check(cfg: DictConfig) -> None:
-    if cfg.stages not in STAGES:
-        raise InputError(f"stages={cfg.stages!r} is not one of {', '.join(STAGES)}")
-    if cfg.dtype not in DTYPES:
-        raise InputError(f"dtype={cfg.dtype!r} is not one of {', '.join(DTYPES)}")
-    if cfg.stages != "reconstruct":
-        check_frame_count(cfg.frames)
-        if cfg.height % 16 or cfg.width % 16:
-            raise InputError(f"height x width = {cfg.height}x{cfg.width} must be multiples of 16 (VAE factor 8 x patch 2)")
-
-
 def run_inference(cfg: DictConfig, out_root: str) -> int:
     """Run every input of ``cfg`` (``configs/infer.yaml``) that belongs to this rank; returns the
     number of failed items (each reported in one line; a table of all items is logged at the end).
-    A single input (no ``input.list``) that fails raises its error instead (nothing of it is left)."""
+    A single input (no ``input.list``) that fails raises its error instead (nothing of it is left).
+    Everything that needs no model is checked before any model is loaded (module docstring)."""
     from fourd.train.distributed import dist_env
     from tqdm.auto import tqdm
 
-    _check(cfg)
+    started = time.time()
+    check_settings(cfg)
     env = dist_env()
     device = env.device if cfg.device == "auto" else torch.device(cfg.device)
     items = resolve_items(cfg)[env.rank :: env.world_size]
-    node_list = cfg.input.list
+    configs = check_models(cfg)
     os.makedirs(out_root, exist_ok=True)
+    if env.is_main:
+        clean_stale_partials(out_root, started)
+    single = cfg.input.list is None
+    failures: dict[str, str] = {}
+    for item in items:
+        try:
+            _check_item(cfg, item, configs)
+        except Exception as e:  # a batch reports and skips a bad input before any model loads
+            if single:
+                raise
+            failures[item.name] = _failure(item, e)
+    warning = trained_grid_warning(cfg, configs.dit_metadata) if cfg.stages != "reconstruct" else None
+    if warning:
+        log.warning(warning)
     load = StageRecorder(device, cfg.offload)
-    models = Models(cfg, device, load)
+    models = Models(cfg, device, load) if len(failures) < len(items) else None
     rows = []
     for item in tqdm(items, desc="inputs", disable=len(items) < 2):
+        if item.name in failures:
+            rows.append({"item": item.name, "status": "failed", "seconds": None, "detail": failures[item.name]})
+            continue
         try:
-            summary = _run_item(cfg, models, item, out_root, device, load)
+            summary = _run_item(cfg, models, item, out_root, device, load, [warning] if warning else [])
             rows.append({"item": item.name, "status": "ok", "seconds": round(summary["item_seconds"], 2), "detail": os.path.join(out_root, item.name)})
         except Exception as e:  # a batch reports and skips a failing item; a single input fails the run
-            if node_list is None:
+            if single:
                 raise
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            log.error("%s FAILED: %s: %s", item.name, type(e).__name__, message)
-            log.debug("traceback of %s", item.name, exc_info=True)
-            rows.append({"item": item.name, "status": "failed", "seconds": None, "detail": f"{type(e).__name__}: {message}"})
+            rows.append({"item": item.name, "status": "failed", "seconds": None, "detail": _failure(item, e)})
     failed = sum(r["status"] != "ok" for r in rows)
     name = "batch_summary.json" if env.world_size == 1 else f"batch_summary_rank{env.rank}.json"
     with open(os.path.join(out_root, name), "w") as f:
@@ -304,3 +321,11 @@ def run_inference(cfg: DictConfig, out_root: str) -> int:
     table = "\n".join(f"{r['item']:<32} {r['status']:<7} {r['seconds'] if r['seconds'] is not None else '-':>8}  {r['detail']}" for r in rows)
     log.info("rank %d: %d of %d inputs ok\n%s", env.rank, len(rows) - failed, len(rows), table)
     return failed
+
+
+def _failure(item: Item, error: Exception) -> str:
+    """``Type: first line`` of a failing item's error, logged in one line (traceback at debug level)."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    log.error("%s FAILED: %s: %s", item.name, type(error).__name__, message)
+    log.debug("traceback of %s", item.name, exc_info=True)
+    return f"{type(error).__name__}: {message}"

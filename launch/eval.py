@@ -23,6 +23,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from eval.runner import run  # noqa: E402
+from fourd.preflight import argv_problem, one_line_errors  # noqa: E402
 
 
 @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
@@ -30,9 +31,12 @@ def main(cfg: DictConfig) -> None:
     """One Hydra job: run ``cfg.benchmark`` and print where the tables went."""
     hc = HydraConfig.get()
     sweep = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
-    doc = run(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), sweep_dir=sweep)
+    with one_line_errors("eval"):
+        doc = run(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), sweep_dir=sweep)
     print(f"{doc['benchmark']}: {len(doc['tables'])} tables, {len(doc['plots'])} plots in {hc.runtime.output_dir}")
 
 
 if __name__ == "__main__":
+    if problem := argv_problem(sys.argv):  # before Hydra's parser, which fails on it with a grammar error
+        sys.exit(f"eval: error: {problem}")
     main()

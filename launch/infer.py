@@ -1,6 +1,6 @@
 """4D inference in one command: a video and a prompt in; a multi-view grid and per-timestep Gaussians out.
 
-    python launch/infer.py                                       # the bundled example, tiny random models, CPU
+    python launch/infer.py                                       # the bundled example, shipped tiny models, CPU
     python launch/infer.py input.video=clip.mp4 prompt="a dog runs" dit.preset=wan2.1-t2v-14b dit.weights=... \
         vae.config=wan2.1-vae vae.weights=... text_encoder=umt5-xxl text_encoder.weights=... text_encoder.tokenizer=... \
         reconstructor.config=vggt-1b-4d reconstructor.weights=... views=8 frames=49 height=480 width=720 device=cuda
@@ -20,6 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from fourd.preflight import one_line_errors
 from fourd.train.hydra_app import prepare_launch
 
 log = logging.getLogger("infer")
@@ -31,13 +32,8 @@ def main(cfg: DictConfig) -> None:
     from infer4d.job import run_inference
 
     out_root = cfg.output.dir or HydraConfig.get().runtime.output_dir
-    try:
+    with one_line_errors("infer", catch=(Exception,)):  # bad config, input or weights: one clear line, no traceback
         failed = run_inference(cfg, out_root)
-    except Exception as e:  # bad config, input or weights: one clear line, no traceback
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"infer: error: {type(e).__name__}: {message}", file=sys.stderr)
-        log.debug("traceback", exc_info=True)
-        sys.exit(1)
     if failed:
         print(f"infer: error: {failed} input(s) failed (see the lines above); outputs of the others are in {out_root}", file=sys.stderr)
         sys.exit(1)

@@ -20,12 +20,19 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from fourd.preflight import check_config, one_line_errors
 from fourd.train.hydra_app import prepare_launch, run_task
 
 
 @hydra.main(config_path="../configs", config_name="train_recon", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> None:
     """One Hydra job: train the reconstructor (``mode=train``) or export one scene (``mode=export``)."""
+    with one_line_errors("train_recon"):
+        check_config(cfg)  # unset keys and named files, before any model is built
+        _run(cfg)
+
+
+def _run(cfg: DictConfig) -> None:
     from fourd.train.distributed import dist_env
     from launch.export_recon import export_from_config
     from recon.train_task import ReconTask

@@ -14,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from fourd.preflight import check_config, one_line_errors
 from fourd.train.hydra_app import prepare_launch
 
 
@@ -22,7 +23,9 @@ def hydra_main(cfg: DictConfig) -> None:
     """One Hydra job: pretrain the base in the Hydra run dir."""
     from recon.pretrain_task import pretrain
 
-    pretrain(cfg, HydraConfig.get().runtime.output_dir)
+    with one_line_errors("train_recon_base"):
+        check_config(cfg)  # unset keys and named files, before any model is built
+        pretrain(cfg, HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from fourd.preflight import check_config, one_line_errors
 from fourd.train.hydra_app import prepare_launch
 
 
@@ -24,7 +25,9 @@ def hydra_main(cfg: DictConfig) -> None:
     """One Hydra job: train + evaluate (``mode=train``) or evaluate (``mode=eval``) the VAE."""
     from video4d.vae.train_task import train_and_evaluate
 
-    train_and_evaluate(cfg, HydraConfig.get().runtime.output_dir)
+    with one_line_errors("train_vae"):
+        check_config(cfg)  # unset keys and named files, before any model is built
+        train_and_evaluate(cfg, HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

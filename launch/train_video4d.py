@@ -14,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from fourd.preflight import check_config, one_line_errors
 from fourd.train.hydra_app import prepare_launch, run_task
 
 
@@ -22,7 +23,9 @@ def hydra_main(cfg: DictConfig) -> None:
     """One Hydra job: train the video task with the composed config."""
     from video4d.train_task import VideoTask
 
-    run_task(cfg, lambda env: VideoTask(cfg, env), HydraConfig.get().runtime.output_dir)
+    with one_line_errors("train_video4d"):
+        check_config(cfg)  # unset keys and named files, before any model is built
+        run_task(cfg, lambda env: VideoTask(cfg, env), HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

@@ -70,11 +70,14 @@ def test_every_mode_writes_every_output_readably(example, tmp_path, mode, freeze
     out = tmp_path / "clip"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch_summary.json", "clip"]  # no partial dir left
     grid = iio.imread(out / "grid.png")
-    assert grid.shape == (V * (H + 2) + 2, 2 * (W + 2) + 2, 3)  # grid_stride 4 -> frames 0 and 4
+    assert grid.shape == (V * (H + 2) + 2, F * (W + 2) + 2, 3)  # every frame of every view
     for v in range(V):
         assert iio.imread(out / "views" / f"view_{v}.mp4").shape == (F, H, W, 3)
     scene = read_scene(str(out / "scene"))
     assert scene.frames.shape == (V, F, 3, H, W) and scene.caption == "a red ball"
+    cell = lambda v, t: torch.from_numpy(grid[2 + v * (H + 2) : 2 + v * (H + 2) + H, 2 + t * (W + 2) : 2 + t * (W + 2) + W]).float()  # noqa: E731
+    for v, t in ((0, 0), (V - 1, F - 1), (1, 2)):  # row = view, column = frame
+        assert (cell(v, t) - scene.frames[v, t].permute(1, 2, 0) * 255).abs().max() <= 1.0
     _check_reconstruction(out, T=2)  # frames 0 and 4 with frame_stride 4
     summary = json.loads((out / "summary.json").read_text())
     expected = {"read_input", "text_encode", "vae_encode", "sample", "vae_decode", "write_grid", "reconstruct", "load_models", "hash_weights"}

@@ -173,8 +173,10 @@ def test_missing_files_raise_clear_errors(files, tmp_path):
     root, _, W = files
     with pytest.raises(TokenizerNotFoundError, match="tokenizer.json"):
         load_text_encoder(CFG, weights=str(root / "models_t5_umt5-enc.pth"), tokenizer=str(tmp_path / "nothing"))
-    with pytest.raises(TokenizerNotFoundError, match="umt5-xxl"):
-        load_text_encoder(CFG, weights=str(root / "models_t5_umt5-enc.pth"))
+    ids_only = load_text_encoder(CFG, weights=str(root / "models_t5_umt5-enc.pth"))  # no tokenizer: ids only
+    assert ids_only(torch.tensor([[5, 6, 1]]), torch.ones(1, 3, dtype=torch.long)).shape == (1, 3, CFG.dim)
+    with pytest.raises(TokenizerNotFoundError, match=r"without a tokenizer.*tokenizer=<folder with tokenizer\.json>"):
+        ids_only.encode(["a prompt"])
     with pytest.raises(WeightsNotFoundError, match="missing.pth"):
         load_text_encoder(CFG, weights=str(tmp_path / "missing.pth"), tokenizer=str(root / "tokenizer"))
     broken = {k: v for k, v in W.items() if k != "blocks.1.ffn.fc1.weight"}
@@ -199,6 +201,8 @@ def test_umt5_xxl_meta_build_has_wan_keys():
     on_meta = {k: torch.empty(s, device="meta") for k, s in table.items()}
     loaded = load_text_encoder("umt5-xxl", weights=on_meta, device="meta")  # strict key and shape check
     assert len(loaded.state_dict()) == 242
+    with pytest.raises(StateDictMismatchError, match=r"missing keys \(242\)[\s\S]*unexpected keys \(1\): x"):
+        load_text_encoder("umt5-xxl", weights={"x": torch.empty(1, device="meta")}, device="meta")
 
 
 def test_tiny_preset_is_seeded_and_leaves_global_rng_alone():

@@ -23,7 +23,12 @@ __all__ = [
     "collapsed_time_positions",
     "grid_to_frames",
     "frames_to_grid",
+    "TRAINED_GRID_KEY",
 ]
+
+# Safetensors metadata key of a DiT export: JSON {"views", "frames", "height", "width"} of the grid
+# (pixels; frames at the last training step) it was trained on. Inference warns outside it.
+TRAINED_GRID_KEY = "trained_grid"
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,11 @@ def encode_text(encoder: nn.Module, prompts: Sequence[str], negative_prompt: str
     :func:`video4d.load_text_encoder`); the negative is an encoded prompt, never zeros. Tokens past
     the DiT's ``text_len`` are dropped with a warning (Wan2.1's encoder and DiT both use 512)."""
     encoded = encoder.encode([*prompts, negative_prompt])
-    longest = max(c.shape[0] for c in encoded)
-    if longest > text_len:
-        log.warning("a prompt encodes to %d tokens; the DiT reads text_len=%d, the rest is dropped", longest, text_len)
+    counts = encoder.count_tokens([*prompts, negative_prompt]) if hasattr(encoder, "count_tokens") else [c.shape[0] for c in encoded]
+    read = min(text_len, getattr(getattr(encoder, "config", None), "text_len", text_len))
+    if max(counts) > read:
+        log.warning("a prompt has %d tokens; the text encoder and the DiT read the first %d (DiT text_len=%d), the rest is dropped",
+                    max(counts), read, text_len)
     contexts = pad_contexts([c[:text_len].float() for c in encoded], text_len)
     return contexts[:-1], contexts[-1:]
 

@@ -13,6 +13,7 @@ non-zero embeddings even for an empty string.
 """
 from __future__ import annotations
 
+import posixpath
 from collections import OrderedDict
 from typing import Any, Mapping, Optional, Sequence
 
@@ -67,6 +68,15 @@ def pad_contexts(contexts: Sequence[torch.Tensor], length: int) -> torch.Tensor:
             raise ValueError(f"context {i} has {c.shape[0]} tokens, more than the text length {length}")
         out[i, : c.shape[0]] = c
     return out
+
+
+def _context_url(root: str, scene: str) -> str:
+    """``{root}/{scene}.safetensors``; a scene name that would leave ``root`` (``..``, an absolute path) raises."""
+    name = posixpath.normpath(scene)
+    if not scene or name.startswith(("/", "../")) or name in (".", ".."):
+        raise ValueError(f"scene name {scene!r} leaves text.context_root {root}: a scene's name (scene.json 'name') must be a "
+                         "path inside it, e.g. 'kubric/scene_0001'")
+    return f"{root.rstrip('/')}/{name}.safetensors"
 
 
 class CaptionContexts:
@@ -124,7 +134,7 @@ class CaptionContexts:
             if self.encoder is not None:
                 self._cache[key] = self._encode(key[1])
             else:
-                self._cache[key] = load_context(f"{self.context_root.rstrip('/')}/{key[0]}.safetensors", self.text_dim).float()
+                self._cache[key] = load_context(_context_url(self.context_root, key[0]), self.text_dim).float()
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)

@@ -30,7 +30,7 @@ from fourd.data.procedural import ProceduralSource, scene_seed
 from fourd.train.distributed import DistEnv
 from fourd.train.schedule import StepSchedule
 from video4d.flow import ReferenceChoice, TimestepSampling, build_reference, flow_matching_loss
-from video4d.grid import ReferenceCells
+from video4d.grid import TRAINED_GRID_KEY, ReferenceCells
 from video4d.sampler import sample
 from video4d.text_context import CaptionContexts
 
@@ -166,8 +166,11 @@ class VideoTask:
                                empty_file=t.get("empty_context_file"), dropout=float(t.get("dropout", 0.0)))
 
     def export_metadata(self) -> dict[str, str]:
-        """``dit_config``: the DiT config as JSON, loadable with ``video4d.load_dit(json.loads(...), weights=...)``."""
-        return {"dit_config": json.dumps(self._dit_config)}
+        """``dit_config``: the DiT config as JSON, loadable with ``video4d.load_dit(json.loads(...), weights=...)``;
+        ``trained_grid`` (:data:`video4d.grid.TRAINED_GRID_KEY`): views, frames (at the last step), height, width."""
+        d = self.cfg.data
+        grid = {"views": d.views, "frames": int(self.frames_schedule(self.cfg.train.steps - 1)), "height": d.height, "width": d.width}
+        return {"dit_config": json.dumps(self._dit_config), TRAINED_GRID_KEY: json.dumps(grid)}
 
     # ----------------------------------------------------------------- data
     def on_step(self, step: int) -> None:

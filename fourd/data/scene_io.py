@@ -207,7 +207,12 @@ def open_scene(url: str) -> SceneReader:
         return reader
     meta_path = posixpath.join(path, "scene.json")
     if fs.exists(meta_path):
-        meta = SceneMeta.from_json(fs.cat_file(meta_path).decode("utf-8"), name)
+        raw = fs.cat_file(meta_path)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:  # e.g. a caption saved as Latin-1
+            raise SceneFormatError(f"scene {name}: {meta_path} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}): save it as UTF-8") from None
+        meta = SceneMeta.from_json(text, name)
         return SceneReader(fs, path, meta, "scene")
     if fs.isdir(path):
         files = sorted(posixpath.basename(p) for p in fs.ls(path, detail=False) if p.lower().endswith(IMAGE_EXTENSIONS))

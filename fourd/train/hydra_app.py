@@ -18,6 +18,7 @@ from typing import Callable, Type, TypeVar
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fourd.preflight import argv_problem
 from fourd.train.distributed import DistEnv, dist_env, init_distributed, shared_run_stamp, strip_local_rank_args
 from fourd.train.engine import OptimConfig, build_engine, resolve_precision
 from fourd.train.loop import DebugConfig, LoopConfig, Task, TrainResult, train
@@ -31,7 +32,10 @@ T = TypeVar("T")
 def prepare_launch() -> DistEnv:
     """Call before the Hydra entry point: drop ``--local_rank`` from ``sys.argv``, agree on one
     run stamp over all ranks (``RUN_STAMP``, see :func:`~fourd.train.distributed.shared_run_stamp`)
-    and give ranks > 0 their own Hydra output subdir (``FOURD_HYDRA_SUBDIR``)."""
+    and give ranks > 0 their own Hydra output subdir (``FOURD_HYDRA_SUBDIR``). An argument that is not
+    UTF-8 ends the program with one line (Hydra's parser would raise a grammar exception)."""
+    if problem := argv_problem(sys.argv):
+        sys.exit(f"{os.path.splitext(os.path.basename(sys.argv[0]))[0]}: error: {problem}")
     sys.argv = strip_local_rank_args(sys.argv)
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     shared_run_stamp()

@@ -129,14 +129,14 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
     ``run_dir``: shared by all ranks; checkpoints go to ``<run_dir>/checkpoints``, exports to
     ``<run_dir>/export``, metrics/TensorBoard/samples as in :mod:`fourd.train.observe`.
     """
+    ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"), env, cfg.keep_last)
+    resume_path = ckpts.resolve(cfg.resume)  # verified before any model is built: a damaged file fails in seconds
     seed_everything(cfg.seed + env.rank)
     model = task.build_model()
     engine = make_engine(model)
     generator = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + env.rank)
     generators = {"loss": generator}
-    ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"), env, cfg.keep_last)
     step, skipped, nonfinite_losses, samples_seen = 0, 0, 0, 0
-    resume_path = ckpts.resolve(cfg.resume)
     if resume_path is not None:
         loaded = ckpts.load(resume_path, engine)
         step, skipped = loaded.trainer["step"], loaded.trainer["skipped_steps"]

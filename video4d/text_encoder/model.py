@@ -18,7 +18,7 @@ from torch import nn
 
 from fourd.weights import check_state_dict, config_from_metadata, config_metadata, read_state_dict, resolve_dtype
 from video4d.text_encoder.config import TextEncoderConfig, resolve_config
-from video4d.text_encoder.tokenizer import TokenizerNotFoundError, build_word_tokenizer, load_tokenizer_folder, tiny_words, tokenize
+from video4d.text_encoder.tokenizer import TokenizerNotFoundError, build_word_tokenizer, count_tokens, load_tokenizer_folder, tiny_words, tokenize
 
 __all__ = [
     "TextEncoder",
@@ -118,12 +118,21 @@ class TextEncoder(nn.Module):
         Wan2.1's ``T5EncoderModel``: one tensor ``[L_i, dim]`` per prompt, trimmed to its real token
         count (``</s>`` included), on the module's device and dtype. The DiT zero-pads them to its
         ``text_len`` (:func:`video4d.text_context.pad_contexts`)."""
-        if self.tokenizer is None:
-            raise RuntimeError("this TextEncoder has no tokenizer: build it with load_text_encoder(..., tokenizer=<folder>)")
-        ids, mask = tokenize(self.tokenizer, prompts, self.config.text_len, self.config.clean)
+        ids, mask = tokenize(self._needs_tokenizer(), prompts, self.config.text_len, self.config.clean)
         device = self.encoder.embed_tokens.weight.device
         hidden = self(ids.to(device), mask.to(device))
         return [h[: int(n)] for h, n in zip(hidden, mask.sum(dim=1))]
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """Tokens of each prompt before truncation (``</s>`` included): what a prompt longer than
+        ``config.text_len`` really has."""
+        return count_tokens(self._needs_tokenizer(), prompts, self.config.clean)
+
+    def _needs_tokenizer(self):
+        if self.tokenizer is None:
+            raise TokenizerNotFoundError("this text encoder was built without a tokenizer, so it encodes token ids only "
+                                         "(forward(ids, mask)): for text, load_text_encoder(..., tokenizer=<folder with tokenizer.json>)")
+        return self.tokenizer
 
     def encode_negative(self, prompt: Optional[str] = None) -> torch.Tensor:
         """The CFG negative context ``[L, dim]``: the encoded ``prompt``; None = Wan2.1's default
@@ -168,10 +177,7 @@ def _tokenizer_for(cfg: TextEncoderConfig, tokenizer):
         if len(words) + 3 > cfg.vocab_size:
             raise ValueError(f"the bundled word list has {len(words) + 3} tokens, more than vocab_size={cfg.vocab_size}")
         return build_word_tokenizer(words)
-    raise TokenizerNotFoundError(
-        "text encoder tokenizer not given: pass tokenizer=<folder with tokenizer.json> (Wan2.1's google/umt5-xxl/ "
-        "or a diffusers repo's tokenizer/); only the tiny preset has a bundled tokenizer"
-    )
+    return None  # forward(ids, mask) works; encode() names what to provide
 
 
 def load_text_encoder(
@@ -191,8 +197,10 @@ def load_text_encoder(
     (sharded) safetensors, or an in-memory state dict (either layout).
     ``tokenizer``: a folder (or fsspec URL) holding ``tokenizer.json`` or a built
     :class:`tokenizers.Tokenizer`; None = the bundled word tokenizer for presets that have one
-    (tiny), else an error naming what to provide.
-    ``device="meta"`` builds without memory (key inspection; no tokenizer needed).
+    (tiny), else none: :meth:`TextEncoder.forward` works on ids, :meth:`TextEncoder.encode` raises
+    naming what to provide.
+    ``device="meta"`` builds without memory (key inspection; no tokenizer needed); with ``weights``
+    their keys and shapes are checked as when loading.
     ``dtype``: parameter dtype (torch dtype or name such as ``"bfloat16"``; None = float32).
     Returns the module in eval mode (parameters keep ``requires_grad``; :meth:`TextEncoder.encode`
     runs without grad).
@@ -208,15 +216,17 @@ def load_text_encoder(
         state = weights if isinstance(weights, Mapping) else read_state_dict(weights, what="text encoder weights file")
     with torch.device("meta"):
         model = TextEncoder(cfg, tok)
-    if on_meta:
-        return model.to(dtype).eval()
     if state is None:
+        if on_meta:
+            return model.to(dtype).eval()
         model.to_empty(device="cpu")
         model.reset_parameters(cfg.init_seed)
         return model.to(device=device, dtype=dtype).eval()
     state = official_to_hf(state)
     source = "text encoder state dict" if isinstance(weights, Mapping) else f"text encoder weights {weights}"
     check_state_dict(model, state, source=f"{source} (dim {cfg.dim}, {cfg.num_layers} layers)")
+    if on_meta:
+        return model.to(dtype).eval()
     model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=True, assign=True)
     return model.eval()
 

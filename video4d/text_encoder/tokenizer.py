@@ -24,6 +24,7 @@ __all__ = [
     "build_word_tokenizer",
     "load_tokenizer_folder",
     "tokenize",
+    "count_tokens",
     "PAD",
     "EOS",
     "UNK",
@@ -136,3 +137,9 @@ def tokenize(tokenizer, prompts: Sequence[str], text_len: int, clean: str = "whi
         ids[i, : len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)
         mask[i, : len(e.ids)] = 1
     return ids, mask
+
+
+def count_tokens(tokenizer, prompts: Sequence[str], clean: str = "whitespace") -> list[int]:
+    """Tokens of each cleaned prompt with special tokens, not truncated."""
+    tokenizer.no_truncation()  # tokenize() sets its own truncation on every call
+    return [len(e.ids) for e in tokenizer.encode_batch([clean_text(p, clean) for p in prompts], add_special_tokens=True)]
