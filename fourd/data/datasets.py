@@ -6,6 +6,7 @@ Every source yields dicts with the same keys, so that samples of different sourc
 - ``cameras``: ``{"extrinsics": [V, T, 3, 4], "intrinsics": [V, T, 3, 3]}`` (OpenCV
   camera-from-world in the scene's world frame, pixels of the output size); all NaN when unknown;
 - ``has_cameras``: bool; ``kind``: "dynamic" | "static" | "homography"; ``scene``: the scene id;
+- ``caption``: the scene's caption (``scene.json``, or the ``.txt`` next to a plain video; "" when none);
 - ``drop_freeze_time_frame_cond``: bool, True for static (time-duplicated) samples: training must not
   condition on their freeze-time reference column (see docs/data_format.md);
 - ``skipped``: how many corrupt scenes were skipped to produce this sample;
@@ -13,7 +14,9 @@ Every source yields dicts with the same keys, so that samples of different sourc
 
 Sources: :class:`MultiViewSource` (multi-view 4D scenes), :class:`HomographyVideoSource` (a video
 -> V pseudo-views by smooth random homographies) and :class:`StaticSceneSource` (a camera
-trajectory over a static scene, each trajectory frame a view repeated over time).
+trajectory over a static scene, each trajectory frame a view repeated over time). Each serves the
+grid shape it was built with or, per sample, a bucket's :class:`~fourd.data.buckets.Grid`
+(``fits(meta, grid)`` says whether a scene can fill it).
 """
 from __future__ import annotations
 
@@ -24,9 +27,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fourd.data.format import CorruptSampleError, SceneFormatError
+from fourd.data.buckets import Grid
+from fourd.data.format import CorruptSampleError, SceneFormatError, SceneMeta
 from fourd.data.homography import pseudo_views
-from fourd.data.scene_io import SceneReader, list_scenes, open_scene
+from fourd.data.scene_io import SceneReader, list_scenes, open_scene, read_meta
 from fourd.data.transforms import ResizeCrop
 
 __all__ = ["SceneSource", "MultiViewSource", "HomographyVideoSource", "StaticSceneSource", "sample_clip"]
@@ -42,12 +46,21 @@ def _draw_stride(stride: Stride, rng: np.random.Generator) -> int:
     return int(rng.integers(stride[0], stride[1] + 1))
 
 
+def _min_stride(stride: Stride) -> int:
+    return stride if isinstance(stride, int) else int(stride[0])
+
+
+def _span(count: int, stride: int) -> int:
+    """Frames covered by ``count`` frames ``stride`` apart."""
+    return (count - 1) * stride + 1
+
+
 def sample_clip(available: int, count: int, stride: int, rng: np.random.Generator, scene: str, what: str = "frames") -> list[int]:
     """``count`` indices ``start + stride * i`` inside ``range(available)`` with a random start.
 
     Raises :class:`SceneFormatError` naming ``scene`` when ``available`` is too small.
     """
-    span = (count - 1) * stride + 1
+    span = _span(count, stride)
     if available < span:
         raise SceneFormatError(
             f"scene {scene}: has {available} {what}, needs {span} ({count} {what} at stride {stride})"
@@ -60,8 +73,9 @@ class SceneSource(Dataset):
     """Base of the sources: scene list, seeding, resize/crop and the skip-corrupt-samples policy.
 
     ``scenes``: a dataset root URL (see :func:`list_scenes`) or a list of scene URLs.
-    ``num_views`` V and ``num_frames`` T of every sample; ``size`` (H, W) output pixels; ``crop``
-    "center" | "random". ``__getitem__(i)`` is deterministic in (``seed``, epoch, ``i``); a
+    ``num_views`` V and ``num_frames`` T of every sample; ``size`` (H, W) output pixels (together
+    :attr:`grid`, the default of :meth:`sample`'s ``grid``); ``crop`` "center" | "random".
+    ``__getitem__(i)`` is deterministic in (``seed``, epoch, ``i``); a
     corrupt scene is logged, counted in ``self.skipped`` (this process) and in the sample's
     ``skipped``, and replaced by the next scene (``i + 1``, ...), up to ``max_skips`` times.
     Format errors (too few frames or views, mismatched sizes) are raised, naming the scene.
@@ -82,6 +96,19 @@ class SceneSource(Dataset):
     def __len__(self) -> int:
         return len(self.scenes)
 
+    @property
+    def grid(self) -> Grid:
+        """The grid shape this source was built with."""
+        return Grid(self.num_views, self.num_frames, *self.size)
+
+    def meta(self, index: int) -> SceneMeta:
+        """Scene ``index``'s metadata (:func:`read_meta`: no frame decoded where the format allows)."""
+        return read_meta(self.scenes[index])
+
+    def fits(self, meta: SceneMeta, grid: Grid) -> bool:
+        """Whether a scene with ``meta`` can fill ``grid`` (implemented by each source)."""
+        raise NotImplementedError
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch that seeds ``__getitem__``."""
         self.epoch = epoch
@@ -89,13 +116,14 @@ class SceneSource(Dataset):
     def __getitem__(self, index: int) -> dict:
         return self.sample(index, np.random.default_rng([self.seed, self.epoch, index]))
 
-    def sample(self, index: int, rng: np.random.Generator) -> dict:
-        """The sample for scene ``index`` drawn with ``rng`` (see the class docstring for skipping)."""
+    def sample(self, index: int, rng: np.random.Generator, grid: Optional[Grid] = None) -> dict:
+        """The sample for scene ``index`` drawn with ``rng`` at ``grid`` (default :attr:`grid`; see the
+        class docstring for skipping)."""
         skipped = 0
         for attempt in range(self.max_skips + 1):
             url = self.scenes[(index + attempt) % len(self.scenes)]
             try:
-                sample = self.load(open_scene(url), rng)
+                sample = self.load(open_scene(url), rng, grid or self.grid)
             except CorruptSampleError as e:
                 self.skipped += 1
                 skipped += 1
@@ -105,12 +133,12 @@ class SceneSource(Dataset):
             return sample
         raise RuntimeError(f"{type(self).__name__}: {skipped} corrupt scenes in a row starting at {self.scenes[index]}")
 
-    def load(self, reader: SceneReader, rng: np.random.Generator) -> dict:
-        """Build one sample from an opened scene (implemented by each source)."""
+    def load(self, reader: SceneReader, rng: np.random.Generator, grid: Grid) -> dict:
+        """Build one sample of ``grid``'s shape from an opened scene (implemented by each source)."""
         raise NotImplementedError
 
-    def _plan(self, reader: SceneReader, rng: np.random.Generator) -> ResizeCrop:
-        return ResizeCrop.plan((reader.meta.height, reader.meta.width), self.size, self.crop, rng)
+    def _plan(self, reader: SceneReader, rng: np.random.Generator, grid: Grid) -> ResizeCrop:
+        return ResizeCrop.plan((reader.meta.height, reader.meta.width), (grid.height, grid.width), self.crop, rng)
 
     def _pack(self, frames: torch.Tensor, reader: SceneReader, extrinsics: Optional[torch.Tensor],
               intrinsics: Optional[torch.Tensor]) -> dict:
@@ -124,6 +152,7 @@ class SceneSource(Dataset):
             "has_cameras": bool(torch.isfinite(extrinsics).all()),
             "kind": self.kind,
             "scene": reader.name,
+            "caption": reader.meta.caption or "",
             "drop_freeze_time_frame_cond": self.kind == "static",
         }
 
@@ -145,16 +174,20 @@ class MultiViewSource(SceneSource):
             raise ValueError(f"MultiViewSource: view_selection must be 'contiguous' or 'random', got {view_selection!r}")
         self.frame_stride, self.view_selection, self.with_depth = frame_stride, view_selection, with_depth
 
-    def load(self, reader: SceneReader, rng: np.random.Generator) -> dict:
+    def fits(self, meta: SceneMeta, grid: Grid) -> bool:
+        """Enough views and frames (at the smallest stride)."""
+        return meta.num_views >= grid.views and meta.num_frames >= _span(grid.frames, _min_stride(self.frame_stride))
+
+    def load(self, reader: SceneReader, rng: np.random.Generator, grid: Grid) -> dict:
         meta = reader.meta
         if self.view_selection == "contiguous":
-            views = sample_clip(meta.num_views, self.num_views, 1, rng, meta.name, "views")
+            views = sample_clip(meta.num_views, grid.views, 1, rng, meta.name, "views")
         else:
-            if meta.num_views < self.num_views:
-                raise SceneFormatError(f"scene {meta.name}: has {meta.num_views} views, needs {self.num_views}")
-            views = sorted(rng.choice(meta.num_views, self.num_views, replace=False).tolist())
-        times = sample_clip(meta.num_frames, self.num_frames, _draw_stride(self.frame_stride, rng), rng, meta.name)
-        plan = self._plan(reader, rng)
+            if meta.num_views < grid.views:
+                raise SceneFormatError(f"scene {meta.name}: has {meta.num_views} views, needs {grid.views}")
+            views = sorted(rng.choice(meta.num_views, grid.views, replace=False).tolist())
+        times = sample_clip(meta.num_frames, grid.frames, _draw_stride(self.frame_stride, rng), rng, meta.name)
+        plan = self._plan(reader, rng, grid)
         frames = plan.frames(torch.stack([reader.read_frames(v, times) for v in views]))
         extrinsics = intrinsics = None
         if meta.has_cameras:
@@ -184,12 +217,16 @@ class HomographyVideoSource(SceneSource):
         self.frame_stride, self.identity_first_view, self.random_source_view = frame_stride, identity_first_view, random_source_view
         self.path_args = {"min_scale": min_scale, "max_rotation_deg": max_rotation_deg, "jitter": jitter}
 
-    def load(self, reader: SceneReader, rng: np.random.Generator) -> dict:
+    def fits(self, meta: SceneMeta, grid: Grid) -> bool:
+        """Enough frames (at the smallest stride) in a view."""
+        return meta.num_frames >= _span(grid.frames, _min_stride(self.frame_stride))
+
+    def load(self, reader: SceneReader, rng: np.random.Generator, grid: Grid) -> dict:
         meta = reader.meta
         view = int(rng.integers(meta.num_views)) if self.random_source_view else 0
-        times = sample_clip(meta.num_frames, self.num_frames, _draw_stride(self.frame_stride, rng), rng, meta.name)
-        clip = self._plan(reader, rng).frames(reader.read_frames(view, times))  # [T, 3, H, W]
-        return self._pack(pseudo_views(clip, self.num_views, rng, self.identity_first_view, **self.path_args), reader, None, None)
+        times = sample_clip(meta.num_frames, grid.frames, _draw_stride(self.frame_stride, rng), rng, meta.name)
+        clip = self._plan(reader, rng, grid).frames(reader.read_frames(view, times))  # [T, 3, H, W]
+        return self._pack(pseudo_views(clip, grid.views, rng, self.identity_first_view, **self.path_args), reader, None, None)
 
 
 class StaticSceneSource(SceneSource):
@@ -208,18 +245,24 @@ class StaticSceneSource(SceneSource):
         super().__init__(scenes, num_views, num_frames, size, **kwargs)
         self.view_stride, self.random_source_view, self.with_depth = view_stride, random_source_view, with_depth
 
-    def load(self, reader: SceneReader, rng: np.random.Generator) -> dict:
+    def fits(self, meta: SceneMeta, grid: Grid) -> bool:
+        """Not moving content, and enough trajectory frames (at the smallest stride) for the views."""
+        along_views = meta.num_frames == 1
+        length = meta.num_views if along_views else meta.num_frames
+        return (along_views or meta.kind != "dynamic") and length >= _span(grid.views, _min_stride(self.view_stride))
+
+    def load(self, reader: SceneReader, rng: np.random.Generator, grid: Grid) -> dict:
         meta = reader.meta
         along_views = meta.num_frames == 1
         if meta.kind == "dynamic" and not along_views:
             raise SceneFormatError(f"scene {meta.name}: kind 'dynamic' (moving content) cannot serve as a static scene")
         length = meta.num_views if along_views else meta.num_frames
-        picks = sample_clip(length, self.num_views, _draw_stride(self.view_stride, rng), rng, meta.name,
+        picks = sample_clip(length, grid.views, _draw_stride(self.view_stride, rng), rng, meta.name,
                             "views" if along_views else "trajectory frames")
         source = int(rng.integers(meta.num_views)) if self.random_source_view and not along_views else 0
         cells = [(p, 0) if along_views else (source, p) for p in picks]  # (view, frame) per output view
-        plan = self._plan(reader, rng)
-        T = self.num_frames
+        plan = self._plan(reader, rng, grid)
+        T = grid.frames
         images = plan.frames(torch.cat([reader.read_frames(v, [t]) for v, t in cells]))  # [V, 3, H, W]
         frames = images[:, None].expand(-1, T, -1, -1, -1).contiguous()
         extrinsics = intrinsics = None
