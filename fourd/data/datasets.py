@@ -21,6 +21,7 @@ grid shape it was built with or, per sample, a bucket's :class:`~fourd.data.buck
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -157,36 +158,74 @@ class SceneSource(Dataset):
         }
 
 
-class MultiViewSource(SceneSource):
+class _Windowed(SceneSource):
+    """A source that reads a clip of ``frame_stride``-spaced frames from a scene: ``window`` "random"
+    (a random start and, for a (min, max) ``frame_stride``, a random stride) or "chunks" (one of the
+    scene's non-overlapping windows ``[c * span, (c + 1) * span)`` from frame 0, the first
+    ``windows`` of them at most; an int stride): the draw that pre-encoded latents can reproduce
+    (``launch/precompute.py`` encodes every chunk)."""
+
+    def __init__(self, scenes, num_views: int, num_frames: int, size: tuple[int, int], frame_stride: Stride = 1,
+                 window: str = "random", windows: Optional[int] = None, **kwargs) -> None:
+        super().__init__(scenes, num_views, num_frames, size, **kwargs)
+        if window not in ("random", "chunks"):
+            raise ValueError(f"{type(self).__name__}: window must be 'random' or 'chunks', got {window!r}")
+        if window == "chunks" and not isinstance(frame_stride, int):
+            raise ValueError(f"{type(self).__name__}: window='chunks' needs an int frame_stride, got {frame_stride!r}")
+        self.frame_stride, self.window, self.windows = frame_stride, window, windows
+
+    def window_count(self, meta: SceneMeta, frames: int) -> int:
+        """Chunks of ``frames`` frames at the (int) stride in a scene with ``meta`` (``windows`` at most)."""
+        count = meta.num_frames // _span(frames, _min_stride(self.frame_stride))
+        return min(count, self.windows) if self.windows else count
+
+    def _times(self, meta: SceneMeta, frames: int, rng: np.random.Generator) -> tuple[list[int], Optional[int]]:
+        """Frame indices of the clip and its chunk (None for a random window)."""
+        if self.window == "random":
+            return sample_clip(meta.num_frames, frames, _draw_stride(self.frame_stride, rng), rng, meta.name), None
+        count = self.window_count(meta, frames)
+        if count < 1:
+            span = _span(frames, self.frame_stride)
+            raise SceneFormatError(f"scene {meta.name}: has {meta.num_frames} frames, needs {span} ({frames} frames at stride {self.frame_stride})")
+        chunk = int(rng.integers(count))
+        return [chunk * _span(frames, self.frame_stride) + self.frame_stride * i for i in range(frames)], chunk
+
+
+class MultiViewSource(_Windowed):
     """Synchronized multi-view video scenes -> V of their views x a T-frame clip.
 
-    ``frame_stride``: int or inclusive (min, max) range drawn per sample; ``view_selection``:
-    "contiguous" (V consecutive views, order kept: a continuous arc of a camera ring) or "random"
-    (V distinct views, sorted); ``with_depth`` adds ``depth`` (the scene must store depth).
+    ``frame_stride``: int or inclusive (min, max) range drawn per sample; ``window`` / ``windows``:
+    where the clip lies (:class:`_Windowed`); ``view_selection``: "contiguous" (V consecutive
+    views, order kept: a continuous arc of a camera ring) or "random" (V distinct views, sorted);
+    ``with_depth`` adds ``depth`` (the scene must store depth).
     """
 
     kind = "dynamic"
 
     def __init__(self, scenes, num_views: int, num_frames: int, size: tuple[int, int], frame_stride: Stride = 1,
                  view_selection: str = "contiguous", with_depth: bool = False, **kwargs) -> None:
-        super().__init__(scenes, num_views, num_frames, size, **kwargs)
+        super().__init__(scenes, num_views, num_frames, size, frame_stride, **kwargs)
         if view_selection not in ("contiguous", "random"):
             raise ValueError(f"MultiViewSource: view_selection must be 'contiguous' or 'random', got {view_selection!r}")
-        self.frame_stride, self.view_selection, self.with_depth = frame_stride, view_selection, with_depth
+        self.view_selection, self.with_depth = view_selection, with_depth
 
     def fits(self, meta: SceneMeta, grid: Grid) -> bool:
         """Enough views and frames (at the smallest stride)."""
         return meta.num_views >= grid.views and meta.num_frames >= _span(grid.frames, _min_stride(self.frame_stride))
 
-    def load(self, reader: SceneReader, rng: np.random.Generator, grid: Grid) -> dict:
-        meta = reader.meta
+    def draw(self, meta: SceneMeta, rng: np.random.Generator, grid: Grid) -> tuple[list[int], list[int], Optional[int]]:
+        """The views, frame indices and chunk (or None) of a sample."""
         if self.view_selection == "contiguous":
             views = sample_clip(meta.num_views, grid.views, 1, rng, meta.name, "views")
         else:
             if meta.num_views < grid.views:
                 raise SceneFormatError(f"scene {meta.name}: has {meta.num_views} views, needs {grid.views}")
             views = sorted(rng.choice(meta.num_views, grid.views, replace=False).tolist())
-        times = sample_clip(meta.num_frames, grid.frames, _draw_stride(self.frame_stride, rng), rng, meta.name)
+        return (views, *self._times(meta, grid.frames, rng))
+
+    def load(self, reader: SceneReader, rng: np.random.Generator, grid: Grid) -> dict:
+        meta = reader.meta
+        views, times, _ = self.draw(meta, rng, grid)
         plan = self._plan(reader, rng, grid)
         frames = plan.frames(torch.stack([reader.read_frames(v, times) for v in views]))
         extrinsics = intrinsics = None
@@ -199,34 +238,50 @@ class MultiViewSource(SceneSource):
         return sample
 
 
-class HomographyVideoSource(SceneSource):
+class HomographyVideoSource(_Windowed):
     """Monocular videos -> V synchronized pseudo-views by random smooth 2D homographies.
 
     A T-frame clip of one view (view 0 of multi-view scenes unless ``random_source_view``) is
     resized/cropped to ``size``; pseudo-view ``v`` samples it through its own homography path
     (:func:`random_corner_path`: a random start and end region, smoothly interpolated over time).
-    With ``identity_first_view`` view 0 is the clip itself. Cameras are unknown (NaN).
+    With ``identity_first_view`` view 0 is the clip itself. Cameras are unknown (NaN). With
+    ``window="chunks"`` a sample draws its chunk and one of ``variants`` homography sets per chunk,
+    each seeded by (``seed``, scene name, chunk, variant) (:meth:`variant_rng`).
     """
 
     kind = "homography"
 
     def __init__(self, scenes, num_views: int, num_frames: int, size: tuple[int, int], frame_stride: Stride = 1,
                  identity_first_view: bool = True, random_source_view: bool = False, min_scale: float = 0.7,
-                 max_rotation_deg: float = 8.0, jitter: float = 0.08, **kwargs) -> None:
-        super().__init__(scenes, num_views, num_frames, size, **kwargs)
-        self.frame_stride, self.identity_first_view, self.random_source_view = frame_stride, identity_first_view, random_source_view
+                 max_rotation_deg: float = 8.0, jitter: float = 0.08, variants: int = 4, **kwargs) -> None:
+        super().__init__(scenes, num_views, num_frames, size, frame_stride, **kwargs)
+        self.identity_first_view, self.random_source_view, self.variants = identity_first_view, random_source_view, variants
         self.path_args = {"min_scale": min_scale, "max_rotation_deg": max_rotation_deg, "jitter": jitter}
 
     def fits(self, meta: SceneMeta, grid: Grid) -> bool:
         """Enough frames (at the smallest stride) in a view."""
         return meta.num_frames >= _span(grid.frames, _min_stride(self.frame_stride))
 
+    def variant_rng(self, scene: str, chunk: int, variant: int) -> np.random.Generator:
+        """The generator of homography set ``variant`` of ``scene``'s ``chunk``."""
+        return np.random.default_rng([self.seed, zlib.crc32(scene.encode("utf-8")), chunk, variant])
+
+    def draw(self, meta: SceneMeta, rng: np.random.Generator, grid: Grid) -> tuple[int, list[int], Optional[int], Optional[int]]:
+        """The source view, frame indices, chunk and homography variant (None, None for a random window)."""
+        view = int(rng.integers(meta.num_views)) if self.random_source_view else 0
+        times, chunk = self._times(meta, grid.frames, rng)
+        return view, times, chunk, None if chunk is None else int(rng.integers(self.variants))
+
+    def warp(self, clip: torch.Tensor, views: int, rng: np.random.Generator) -> torch.Tensor:
+        """Pseudo-views ``[V, T, 3, H, W]`` of ``clip [T, 3, H, W]`` (:func:`pseudo_views` with this source's settings)."""
+        return pseudo_views(clip, views, rng, self.identity_first_view, **self.path_args)
+
     def load(self, reader: SceneReader, rng: np.random.Generator, grid: Grid) -> dict:
         meta = reader.meta
-        view = int(rng.integers(meta.num_views)) if self.random_source_view else 0
-        times = sample_clip(meta.num_frames, grid.frames, _draw_stride(self.frame_stride, rng), rng, meta.name)
+        view, times, chunk, variant = self.draw(meta, rng, grid)
         clip = self._plan(reader, rng, grid).frames(reader.read_frames(view, times))  # [T, 3, H, W]
-        return self._pack(pseudo_views(clip, grid.views, rng, self.identity_first_view, **self.path_args), reader, None, None)
+        paths = rng if chunk is None else self.variant_rng(meta.name, chunk, variant)
+        return self._pack(self.warp(clip, grid.views, paths), reader, None, None)
 
 
 class StaticSceneSource(SceneSource):
@@ -247,20 +302,26 @@ class StaticSceneSource(SceneSource):
 
     def fits(self, meta: SceneMeta, grid: Grid) -> bool:
         """Not moving content, and enough trajectory frames (at the smallest stride) for the views."""
-        along_views = meta.num_frames == 1
-        length = meta.num_views if along_views else meta.num_frames
-        return (along_views or meta.kind != "dynamic") and length >= _span(grid.views, _min_stride(self.view_stride))
+        return (meta.num_frames == 1 or meta.kind != "dynamic") and self.trajectory_length(meta) >= _span(grid.views, _min_stride(self.view_stride))
 
-    def load(self, reader: SceneReader, rng: np.random.Generator, grid: Grid) -> dict:
-        meta = reader.meta
+    @staticmethod
+    def trajectory_length(meta: SceneMeta) -> int:
+        """Trajectory frames of a scene: its views for a single-frame scene, else its frames."""
+        return meta.num_views if meta.num_frames == 1 else meta.num_frames
+
+    def draw(self, meta: SceneMeta, rng: np.random.Generator, grid: Grid) -> list[tuple[int, int]]:
+        """The (view, frame) of the scene shown by each output view."""
         along_views = meta.num_frames == 1
         if meta.kind == "dynamic" and not along_views:
             raise SceneFormatError(f"scene {meta.name}: kind 'dynamic' (moving content) cannot serve as a static scene")
-        length = meta.num_views if along_views else meta.num_frames
-        picks = sample_clip(length, grid.views, _draw_stride(self.view_stride, rng), rng, meta.name,
+        picks = sample_clip(self.trajectory_length(meta), grid.views, _draw_stride(self.view_stride, rng), rng, meta.name,
                             "views" if along_views else "trajectory frames")
         source = int(rng.integers(meta.num_views)) if self.random_source_view and not along_views else 0
-        cells = [(p, 0) if along_views else (source, p) for p in picks]  # (view, frame) per output view
+        return [(p, 0) if along_views else (source, p) for p in picks]
+
+    def load(self, reader: SceneReader, rng: np.random.Generator, grid: Grid) -> dict:
+        meta = reader.meta
+        cells = self.draw(meta, rng, grid)  # (view, frame) per output view
         plan = self._plan(reader, rng, grid)
         T = grid.frames
         images = plan.frames(torch.cat([reader.read_frames(v, [t]) for v, t in cells]))  # [V, 3, H, W]
