@@ -135,7 +135,7 @@ def task_model(task):
 def test_base_pretraining_config_runs_with_captions_and_exports_a_loadable_dit(tmp_path):
     from video4d import load_dit
 
-    overrides = ["vae.config=tiny", "vae.weights=null", "data.height=32", "data.width=32",
+    overrides = ["vae.config=tiny", "vae.weights=null", "data.encoded=null", "data.height=32", "data.width=32",
                  "data.num_scenes=2", "schedule.frames=[[0,5]]", "train.steps=1", "train.micro_batch=2", "train.checkpoint_every=0"]
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(config_name="train_dit_base", overrides=overrides)

@@ -20,8 +20,9 @@ from fourd.data.buckets import Grid, parse_grids
 from fourd.data.loader import SampleKey
 from fourd.data.procedural import ProceduralSource
 from fourd.train.schedule import StepSchedule
+from video4d.encoded import EncodedIndex, EncodedProcedural, EncodedScenes
 
-__all__ = ["MixtureSource", "VideoBatch", "VideoSamples", "build_source", "collate", "grids_of"]
+__all__ = ["MixtureSource", "VideoBatch", "VideoSamples", "build_source", "collate", "encodable_spec", "grids_of", "source_class"]
 
 
 class MixtureSource:
@@ -31,23 +32,29 @@ class MixtureSource:
     URLs, ratio: float, **source options}}``; every sample has ``views`` views of ``height x width``
     pixels, or, with ``grids`` (buckets, :mod:`fourd.data.buckets`), the shape of the bucket its
     micro-batch (``group_size`` positions) drew. Sample ``index`` is the mixture's global position
-    ``index``.
+    ``index``. ``encodable``: read the scenes as pre-encoding does (``window: chunks``, ``crop:
+    center``; :func:`encodable_spec`); ``encoded``: read the index's latents instead of the scenes
+    (:class:`video4d.encoded.EncodedScenes`, same scenes, plan and draws).
     """
 
     TYPES = ("multiview", "homography", "static")
 
     def __init__(self, sources: Mapping[str, Mapping[str, Any]], views: int, height: int, width: int, seed: int = 0,
                  reverse_views_prob: float = 0.5, epoch_size: Optional[int] = None, grids: Optional[Sequence[Grid]] = None,
-                 group_size: int = 1):
+                 group_size: int = 1, encodable: bool = False, encoded: "Optional[EncodedIndex]" = None):
         from fourd.data import MixtureDataset
 
-        self.specs = {name: dict(spec) for name, spec in sources.items()}
-        self.views, self.height, self.width = views, height, width
+        self.views, self.height, self.width, self.index = views, height, width, encoded
         built, ratios = {}, {}
-        for name, spec in self.specs.items():
+        for name, spec in sources.items():
             spec = dict(spec)
             kind, ratio = spec.pop("type"), spec.pop("ratio")
-            built[name] = source_class(kind, name)(num_views=views, num_frames=1, size=(height, width), seed=seed, **spec)
+            if encodable or encoded is not None:
+                spec = encodable_spec(name, kind, spec)
+            if encoded is not None:
+                spec["scenes"] = [r["url"] for r in encoded.records(name)]
+            raw = source_class(kind, name)(num_views=views, num_frames=1, size=(height, width), seed=seed, **spec)
+            built[name] = raw if encoded is None else EncodedScenes(raw, name, encoded)
             ratios[name] = ratio
         self.sources = built
         self.mixture = MixtureDataset(built, ratios, seed=seed, epoch_size=epoch_size, reverse_views_prob=reverse_views_prob,
@@ -68,6 +75,19 @@ def source_class(kind: str, name: str):
     return classes[kind]
 
 
+def encodable_spec(name: str, kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A mixture source's options as pre-encoding reads them: centre crops, chunked windows (multiview,
+    homography); ``random_source_view`` (one stored view per scene) is refused, naming the source."""
+    if spec.get("random_source_view"):
+        raise ValueError(f"data.sources.{name}.random_source_view=true cannot be pre-encoded (one view per scene is stored); set it false")
+    spec = {**spec, "crop": "center"}
+    if kind in ("multiview", "homography"):
+        spec["window"] = "chunks"
+        if not isinstance(spec.get("frame_stride", 1), int):
+            raise ValueError(f"data.sources.{name}.frame_stride={spec['frame_stride']} is a range: pre-encoding needs one int stride")
+    return spec
+
+
 def grids_of(cfg: DictConfig, frames: Sequence[int]) -> Optional[list[Grid]]:
     """``data.buckets`` as grids, checked against the clip lengths ``frames`` of ``schedule.frames``
     (every length needs a bucket, every bucket one of the lengths); None without buckets."""
@@ -83,10 +103,20 @@ def grids_of(cfg: DictConfig, frames: Sequence[int]) -> Optional[list[Grid]]:
     return grids
 
 
-def build_source(cfg: DictConfig, frames: Sequence[int] = (), group_size: int = 1) -> "ProceduralSource | MixtureSource":
-    """The raw data source named by ``data.source`` (``cfg`` is the ``data`` node): ``"procedural"``
-    or ``"mixture"`` (with ``data.buckets`` checked against the clip lengths ``frames``, drawn per
-    micro-batch of ``group_size``)."""
+def build_source(cfg: DictConfig, frames: Sequence[int] = (), group_size: int = 1, raw: bool = False):
+    """The data source named by ``data.source`` (``cfg`` is the ``data`` node): ``"procedural"``
+    (:class:`fourd.data.procedural.ProceduralSource`) or ``"mixture"`` (:class:`MixtureSource`, with
+    ``data.buckets`` checked against the clip lengths ``frames``, drawn per micro-batch of
+    ``group_size``). With ``data.encoded`` (unless ``raw``) the same data from its pre-encoded
+    latents (:mod:`video4d.encoded`; the index is checked against ``cfg`` and ``frames``): no frame
+    is decoded."""
+    if cfg.get("encoded") and not raw:
+        index = EncodedIndex(cfg.encoded)
+        index.check(cfg, list(frames))
+        if cfg.source == "procedural":
+            return EncodedProcedural(index)
+        return MixtureSource(OmegaConf.to_container(cfg.sources, resolve=True), cfg.views, cfg.height, cfg.width, cfg.seed,
+                             cfg.reverse_views_prob, cfg.epoch_size, grids_of(cfg, frames), group_size, encoded=index)
     if cfg.source == "procedural":
         if cfg.get("buckets") is not None:
             raise ValueError("data.buckets needs data.source=mixture (procedural clips have one shape: data.views x height x width)")
@@ -96,7 +126,7 @@ def build_source(cfg: DictConfig, frames: Sequence[int] = (), group_size: int = 
     if cfg.source == "mixture":
         sources = OmegaConf.to_container(cfg.sources, resolve=True)
         return MixtureSource(sources, cfg.views, cfg.height, cfg.width, cfg.seed, cfg.reverse_views_prob, cfg.epoch_size,
-                             grids_of(cfg, frames), group_size)
+                             grids_of(cfg, frames), group_size, encodable=raw and bool(cfg.get("encoded")))
     raise ValueError(f"unknown data.source {cfg.source!r}; use 'procedural' or 'mixture'")
 
 

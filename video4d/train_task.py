@@ -29,6 +29,7 @@ from fourd.data.loader import TaskData
 from fourd.train.distributed import DistEnv
 from fourd.train.schedule import StepSchedule
 from video4d.data import VideoBatch, VideoSamples, build_source, collate
+from video4d.encoded import module_hash
 from video4d.flow import ReferenceChoice, TimestepSampling, build_reference, flow_matching_loss
 from video4d.grid import ReferenceCells
 from video4d.sampler import sample
@@ -80,9 +81,17 @@ class VideoTask:
 
     def _build_texts(self, text_dim: int, text_len: int) -> CaptionContexts:
         """Per-sample contexts from ``text``: the text encoder ``text.encoder`` (a mapping of
-        ``video4d.load_text_encoder`` arguments, or null) or precomputed files."""
+        ``video4d.load_text_encoder`` arguments, or null) or precomputed files; with pre-encoded data
+        that holds contexts, the samples' own (the encoder is not loaded) and the index's empty prompt."""
         t = self.cfg.text
         encoder = None
+        index = getattr(self.source, "index", None)
+        if index is not None:
+            if index.vae != module_hash(self.vae):
+                raise ValueError(f"data.encoded={index.root} was encoded with another VAE than vae.config/vae.weights "
+                                 f"({self.cfg.vae.weights}); rerun launch/precompute.py with this VAE")
+            if index.empty_context_url is not None:
+                return CaptionContexts(text_dim, text_len, empty_file=index.empty_context_url, dropout=float(t.get("dropout", 0.0)))
         if t.get("encoder"):
             from video4d import load_text_encoder
 
@@ -147,8 +156,13 @@ class VideoTask:
         columns = every ``preview.frame_stride``-th frame)."""
         device = next(model.parameters()).device
         item = self.source.sample(self.cfg.preview.index, self.num_frames)
-        frames = item["frames"][None].to(device)
-        x0 = self.encode(frames)
+        if "latents" in item:  # pre-encoded data: the ground truth row is the decoded latents
+            x0 = item["latents"][None].to(device)
+            with torch.no_grad():
+                frames = self.vae.decode(x0)
+        else:
+            frames = item["frames"][None].to(device)
+            x0 = self.encode(frames)
         reference = build_reference(x0, self.cells) if x0.shape[1] > 1 else None
         context = self.texts([item], None, device)
         latents = sample(model, x0.shape, context, reference, steps=self.cfg.preview.steps, shift=self.cfg.preview.shift,

@@ -68,6 +68,7 @@ class MixtureDataset(Dataset):
         self.grids = list(grids) if grids is not None else None
         self._stages = self._assign(bucket_key) if self.grids is not None else {}
         self._plans: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._buckets: dict[Optional[int], dict[tuple[int, int], int]] = {}
 
     def __len__(self) -> int:
         return self.epoch_size
@@ -157,6 +158,15 @@ class MixtureDataset(Dataset):
                 index[slots] = scenes[order[: len(slots)]]
         self._plans[key] = (bucket, which, index)
         return self._plans[key]
+
+    def bucket_of(self, name: str, index: int, frames: int) -> Optional[Grid]:
+        """The grid scene ``index`` of source ``name`` is trained at with clip length ``frames`` (None:
+        it fits no bucket of that length). Needs buckets."""
+        grids, members, stage = self._stage(frames)
+        if stage not in self._buckets:
+            self._buckets[stage] = {(s, int(i)): b for (s, b), scenes in members.items() for i in scenes}
+        b = self._buckets[stage].get((self.names.index(name), index))
+        return None if b is None else grids[b]
 
     def locate(self, position: int, frames: Optional[int] = None) -> tuple[str, int, Optional[Grid]]:
         """(source name, scene index, grid) of global ``position`` at clip length ``frames`` (only
