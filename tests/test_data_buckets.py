@@ -60,3 +60,13 @@ def test_a_bucket_no_scene_fits_and_malformed_lists_fail_naming_the_key(roots):
         parse_grids([[8, 29, 144, 256], [8, 29]])
     with pytest.raises(ValueError, match="listed twice"):
         parse_grids([[8, 29, 144, 256], {"views": 8, "frames": 29, "height": 144, "width": 256}])
+
+
+def test_a_missing_or_empty_dataset_root_fails_at_start_naming_it(tmp_path):
+    from fourd.data import SceneFormatError
+    from video4d.data import MixtureSource
+
+    (tmp_path / "empty").mkdir()
+    for root, message in ((tmp_path / "missing", "is not a directory"), (tmp_path / "empty", "holds no scenes")):
+        with pytest.raises(SceneFormatError, match=f"dataset root {root} {message}"):
+            MixtureSource({"objects_4d": {"type": "multiview", "scenes": str(root), "ratio": 1.0}}, 2, 16, 16)
