@@ -74,7 +74,8 @@ class _Recording(VideoTask):
 
     def context(self, batch, device, generator=None):
         ctx = super().context(batch, device, generator)
-        self.seen.append((list(batch["captions"]), ctx.detach().clone()))
+        grid = batch["frames"].shape[-2:] if "frames" in batch else tuple(8 * n for n in batch["latents"].shape[-2:])
+        self.seen.append((list(batch["captions"]), ctx.detach().clone(), tuple(grid)))
         return ctx
 
 
@@ -91,7 +92,7 @@ def test_disk_captions_reach_the_text_encoder_in_training(scenes, tmp_path):
 
     encoder = load_text_encoder(**OmegaConf.to_container(cfg.text.encoder, resolve=True))
     seen = {}
-    for names, ctx in _Recording.seen:
+    for names, ctx, _ in _Recording.seen:
         for caption, c in zip(names, ctx):
             assert caption in captions.values()  # every sample carries its scene's caption
             with torch.no_grad():
@@ -102,15 +103,20 @@ def test_disk_captions_reach_the_text_encoder_in_training(scenes, tmp_path):
     assert all(not torch.equal(a, b) for i, a in enumerate(values) for b in values[i + 1:])  # contexts differ per caption
 
 
+BUCKETS = "data.buckets=[[2,5,16,16],[2,5,32,16]]"  # square, and portrait for the 24x16 multi-view scenes
+
+
 def test_pre_encoded_training_equals_raw_and_decodes_nothing(scenes, tmp_path, monkeypatch):
     root, captions = scenes
     encoded = str(tmp_path / "enc")
-    summary = precompute(_cfg(root, encoded=encoded), DistEnv())
+    summary = precompute(_cfg(root, BUCKETS, encoded=encoded), DistEnv())
     assert summary == {"scenes": 4, "encoded": 4, "skipped": 0}
     index = json.loads((tmp_path / "enc" / "index.json").read_text())
     assert index["sources"]["homography_video"][0]["caption"] == captions["clip"]  # <video>.txt
-    assert index["sources"]["objects_4d"][0]["clips"]["5"] == {"grid": [2, 5, 16, 16], "windows": 2, "variants": 1}
-    raw = _train(_cfg(root), tmp_path / "raw")
+    assert index["sources"]["objects_4d"][0]["clips"]["5"] == {"grid": [2, 5, 32, 16], "windows": 2, "variants": 1}
+    assert index["sources"]["static"][0]["clips"]["5"]["grid"] == [2, 5, 16, 16]
+    raw = _train(_cfg(root, BUCKETS), tmp_path / "raw")
+    assert {grid for _, _, grid in _Recording.seen} == {(16, 16), (32, 16)}  # both buckets drawn, one per micro-batch
 
     import fourd.data.datasets
     import video4d
@@ -120,27 +126,27 @@ def test_pre_encoded_training_equals_raw_and_decodes_nothing(scenes, tmp_path, m
 
     monkeypatch.setattr(fourd.data.datasets, "open_scene", refuse)
     monkeypatch.setattr(video4d, "load_text_encoder", refuse, raising=False)
-    got = _train(_cfg(root, encoded=encoded), tmp_path / "encoded")
+    got = _train(_cfg(root, BUCKETS, encoded=encoded), tmp_path / "encoded")
     assert sorted(got) == [1, 2, 3]
     assert [got[s] for s in (1, 2, 3)] == pytest.approx([raw[s] for s in (1, 2, 3)], rel=1e-5, abs=1e-7)
     monkeypatch.undo()
 
-    stale = _cfg(root, encoded=encoded)
+    stale = _cfg(root, BUCKETS, encoded=encoded)
     OmegaConf.update(stale, "data.sources.objects_4d.frame_stride", 2, force_add=True)
     with pytest.raises(ValueError, match=r"data.sources.objects_4d.frame_stride \(index: None, config: 2\)"):
         VideoTask(stale, DistEnv())
     with pytest.raises(FileNotFoundError, match="has no index.json: run launch/precompute.py"):
-        VideoTask(_cfg(root, encoded=str(tmp_path / "nothing")), DistEnv())
+        VideoTask(_cfg(root, BUCKETS, encoded=str(tmp_path / "nothing")), DistEnv())
 
     # sharded over 2 ranks (rank 1, then rank 0 which writes the index): the same index
     sharded = str(tmp_path / "sharded")
-    assert precompute(_cfg(root, encoded=sharded), DistEnv(rank=1, world_size=2))["encoded"] == 2
-    assert precompute(_cfg(root, encoded=sharded), DistEnv(rank=0, world_size=2))["encoded"] == 2
+    assert precompute(_cfg(root, BUCKETS, encoded=sharded), DistEnv(rank=1, world_size=2))["encoded"] == 2
+    assert precompute(_cfg(root, BUCKETS, encoded=sharded), DistEnv(rank=0, world_size=2))["encoded"] == 2
     assert json.loads((tmp_path / "sharded" / "index.json").read_text()) == index
     # a crash mid-job (a scene without its part file; no index): the rerun encodes only that scene
     os.remove(tmp_path / "sharded" / "index.json")
     os.remove(tmp_path / "sharded" / "parts" / "static" / "000000.json")
-    assert precompute(_cfg(root, encoded=sharded), DistEnv())["encoded"] == 1
+    assert precompute(_cfg(root, BUCKETS, encoded=sharded), DistEnv())["encoded"] == 1
     assert json.loads((tmp_path / "sharded" / "index.json").read_text()) == index
 
 
