@@ -99,9 +99,8 @@ class _Cells(Dataset):
                 record["clips"][str(F)] = {"grid": list(grid), "windows": 1, "variants": 1}
                 continue
             windows, variants = raw.window_count(meta, F), raw.variants if raw.kind == "homography" else 1
-            span = (F - 1) * raw.frame_stride + 1
             for c in range(windows):
-                times = [c * span + raw.frame_stride * t for t in range(F)]
+                times = raw.chunk_times(F, c)
                 if raw.kind == "dynamic":  # a multi-view scene: every view of the window
                     cells.append((latent_id(name, i, F, c), plan.frames(torch.stack([reader.read_frames(v, times) for v in range(meta.num_views)])), F, False))
                     continue

@@ -188,7 +188,11 @@ class _Windowed(SceneSource):
             span = _span(frames, self.frame_stride)
             raise SceneFormatError(f"scene {meta.name}: has {meta.num_frames} frames, needs {span} ({frames} frames at stride {self.frame_stride})")
         chunk = int(rng.integers(count))
-        return [chunk * _span(frames, self.frame_stride) + self.frame_stride * i for i in range(frames)], chunk
+        return self.chunk_times(frames, chunk), chunk
+
+    def chunk_times(self, frames: int, chunk: int) -> list[int]:
+        """Frame indices of chunk ``chunk`` of ``frames`` frames (``window="chunks"``)."""
+        return [chunk * _span(frames, self.frame_stride) + self.frame_stride * i for i in range(frames)]
 
 
 class MultiViewSource(_Windowed):

@@ -8,8 +8,8 @@ from the task's :class:`~fourd.data.loader.TaskData` through a :class:`~fourd.da
 
 Determinism: every rank seeds python/numpy/torch with ``seed + rank`` and owns a ``torch.Generator``
 (``"loss"``, seeded ``seed * 1000 + rank``) that the task draws noise from; all of them and the
-loader's consumed data position are in the checkpoints, so a resumed fp32 run repeats the uninterrupted run's
-losses exactly.
+loader's consumed data position are in the checkpoints, so a resumed fp32 run repeats the
+uninterrupted run's losses exactly.
 """
 from __future__ import annotations
 
@@ -177,7 +177,8 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
         elapsed = max(time.perf_counter() - t0, 1e-9)
         observer.step(step, {
             "loss": mean_loss, "lr": engine.lr(), "grad_norm": result.grad_norm, "skipped_steps": skipped,
-            "nonfinite_losses": nonfinite_losses, "step_time_s": elapsed, "data_wait_s": data_wait, "data_skipped": data.skipped, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
+            "nonfinite_losses": nonfinite_losses, "step_time_s": elapsed, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
+            "data_wait_s": data_wait, "data_skipped": data.skipped,
             **{k: float(v) for k, v in stats.items() if k != "loss"},
         })
         if (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == cfg.steps:
