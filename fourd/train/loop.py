@@ -131,11 +131,11 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
     seed_everything(cfg.seed + env.rank)
     model = task.build_model()
     engine = make_engine(model)
-    data = StepLoader(task.data(cfg.micro_batch), cfg.micro_batch, engine.accumulation, env.dp_rank, env.dp_size, cfg.loader, seed=cfg.seed)
     generator = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + env.rank)
     generators = {"loss": generator}
     ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"), env, cfg.keep_last)
     step, skipped, nonfinite_losses, samples_seen = 0, 0, 0, 0
+    data = StepLoader(task.data(cfg.micro_batch), cfg.micro_batch, engine.accumulation, env.dp_rank, env.dp_size, cfg.loader, seed=cfg.seed)
     resume_path = ckpts.resolve(cfg.resume)
     if resume_path is not None:
         loaded = ckpts.load(resume_path, engine)
