@@ -148,6 +148,10 @@ def test_pre_encoded_training_equals_raw_and_decodes_nothing(scenes, tmp_path, m
     os.remove(tmp_path / "sharded" / "parts" / "static" / "000000.json")
     assert precompute(_cfg(root, BUCKETS, encoded=sharded), DistEnv())["encoded"] == 1
     assert json.loads((tmp_path / "sharded" / "index.json").read_text()) == index
+    stale = tmp_path / "sharded" / "parts" / "objects_4d" / "000001.json"  # a part of another scene (the root changed)
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "url": "elsewhere"}))
+    assert precompute(_cfg(root, BUCKETS, encoded=sharded), DistEnv())["encoded"] == 1
+    assert json.loads((tmp_path / "sharded" / "index.json").read_text()) == index
 
 
 def _port():

@@ -124,6 +124,16 @@ def _exists(url: str) -> bool:
     return fs.exists(path)
 
 
+def _done(part_url: str, scene_url: str) -> bool:
+    """Whether a scene's part file exists and is of that scene (a changed dataset root shifts the
+    scene indices: such parts are encoded again)."""
+    fs, path = fsspec.core.url_to_fs(part_url)
+    try:
+        return json.loads(fs.cat_file(path))["url"] == scene_url
+    except FileNotFoundError:
+        return False
+
+
 def _encode(vae, frames: torch.Tensor, constant: bool, F: int, max_videos: Optional[int], device: torch.device) -> torch.Tensor:
     """Latents ``[n, T', z_dim, h, w]`` of ``n`` videos ``frames [n, F or 1, 3, H, W]`` (a 1-frame cell
     held for ``F`` frames when ``constant``), ``max_videos`` at a time."""
@@ -151,7 +161,8 @@ def precompute(cfg: DictConfig, env: Optional[DistEnv] = None) -> dict[str, int]
     source = build_source(cfg.data, frames, raw=True)
     items = _items(source)
     part = lambda name, i: posixpath.join(root, "parts", name, f"{i:06d}.json")  # noqa: E731
-    todo = [item for item in items[env.rank :: env.world_size] if not _exists(part(*item))]
+    url = (lambda name, i: "") if isinstance(source, ProceduralSource) else (lambda name, i: source.sources[name].scenes[i])  # noqa: E731
+    todo = [item for item in items[env.rank :: env.world_size] if not _done(part(*item), url(*item))]
     log.info("precompute rank %d/%d: %d of its %d scenes left", env.rank, env.world_size, len(todo), len(items[env.rank :: env.world_size]))
     from video4d import load_text_encoder, load_vae
 
