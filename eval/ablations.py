@@ -108,6 +108,10 @@ def attention_ablation(cfg: DictConfig, models: Models, out_dir: str) -> dict[st
         train_cfg = compose_training(config_name, overrides)
         trained = Models(cfg)
         if weights is None:
+            if train_cfg.data.get("encoded"):  # pre-encoded training data (e.g. train_dit_4d_tiny): encoded once, shared by the rows
+                from video4d.precompute import precompute
+
+                precompute(train_cfg)
             weights, task = train_variant(train_cfg, lambda env, c=train_cfg: VideoTask(c, env), _run_dir(out_dir, variant))
             model_cfg = {k: v for k, v in OmegaConf.to_container(train_cfg.model, resolve=True).items()
                          if k not in LOADER_KEYS}

@@ -17,6 +17,7 @@ Ground truth is VGGT's normalised frame (:func:`recon.train_task.normalize_groun
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -26,8 +27,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
+from fourd.data.loader import SampleKey, TaskData
 from fourd.train.distributed import DistEnv
 from recon.geometry import cameras_to_pose_encoding, pose_encoding_to_cameras, unproject_depth
 from recon.train_task import LOADER_KEYS, normalize_ground_truth, select_trainable
@@ -81,6 +84,19 @@ def _camera_errors(pred_ext: torch.Tensor, gt_ext: torch.Tensor) -> tuple[torch.
     return rotation_angle_deg(pred_ext[:, 1:], gt_ext[:, 1:]), translation_angle_deg(pred_ext[:, 1:, ..., 3], gt_ext[:, 1:, ..., 3])
 
 
+class _BaseSets(Dataset):
+    """Training sets by :class:`fourd.data.loader.SampleKey`: scene ``seed + key.index`` (:func:`base_scene`)."""
+
+    def __init__(self, seed: int, held_out_seed: int, views: int, height: int, width: int, arc: tuple[float, float]):
+        self.seed, self.held_out_seed, self.shape = seed, held_out_seed, (views, height, width, arc)
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        seed = self.seed + key.index
+        if seed >= self.held_out_seed:
+            raise ValueError(f"training seed {seed} reached the held-out range (>= base_data.held_out_seed {self.held_out_seed})")
+        return base_scene(seed, *self.shape)
+
+
 class BaseTask:
     """Pretraining task of the tiny VGGT base for :func:`fourd.train.loop.train`; ``cfg`` is the
     composed ``configs/train_recon_base.yaml`` (``recon_model``, ``base_data``, ``base_loss``)."""
@@ -96,7 +112,6 @@ class BaseTask:
         if not 0 < lo <= hi:
             raise ValueError(f"base_data.arc_degrees must be [min, max] with 0 < min <= max, got {list(data.arc_degrees)}")
         self.loss_cfg = VGGTLossConfig(**OmegaConf.to_container(cfg.base_loss, resolve=True))
-        self.position = 0
         self.model_config: dict[str, Any] = {}
 
     # ---------------------------------------------------------------------------- loop protocol
@@ -123,17 +138,10 @@ class BaseTask:
     def on_step(self, step: int) -> None:
         """No schedule."""
 
-    def next_batch(self, micro_batch: int, device: torch.device) -> dict[str, torch.Tensor]:
-        """This rank's next training sets (global indices ``r, r + D, ...`` by data-parallel rank r of D)."""
-        data = self.cfg.base_data
-        samples = []
-        for _ in range(micro_batch):
-            seed = data.seed + self.position * self.env.dp_size + self.env.dp_rank
-            if seed >= data.held_out_seed:
-                raise ValueError(f"training seed {seed} reached the held-out range (>= base_data.held_out_seed {data.held_out_seed})")
-            samples.append(base_scene(seed, data.views, data.height, data.width, tuple(data.arc_degrees)))
-            self.position += 1
-        return _collate(samples, device)
+    def data(self, micro_batch: int) -> TaskData:
+        """Training set ``i`` (:class:`fourd.data.loader.SampleKey` index) is scene ``base_data.seed + i``."""
+        d = self.cfg.base_data
+        return TaskData(_BaseSets(d.seed, d.held_out_seed, *self._shape()), functools.partial(_collate, device=torch.device("cpu")))
 
     def loss(self, model, batch: Mapping[str, torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """VGGT's camera + depth + point losses (module docstring of :mod:`recon.vggt_losses`)."""
@@ -160,14 +168,6 @@ class BaseTask:
         """Samples and backbone tokens (``V * (5 + patches)`` per sample)."""
         B, V, T, _, H, W = batch["inputs"].shape
         return B, B * V * T * (5 + (H // 14) * (W // 14))
-
-    def state_dict(self) -> dict[str, Any]:
-        """``{"position": samples consumed by this rank}``."""
-        return {"position": self.position}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.position = int(state["position"])
 
     def export_metadata(self) -> dict[str, str]:
         """``recon_config``: the model config as JSON, for ``load_reconstructor(json.loads(...), weights=...)``."""

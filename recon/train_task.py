@@ -34,14 +34,16 @@ import functools
 import json
 import logging
 import warnings
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
+from fourd.data.loader import SampleKey, TaskData
 from fourd.metrics import psnr, ssim
 from fourd.train.distributed import DistEnv
 from recon.geometry import cameras_to_pose_encoding, unproject_depth
@@ -186,7 +188,7 @@ class SceneSampler:
         s = source.sample(index % len(source), np.random.default_rng([cfg.seed, index, int(held_out)]))
         if not s["has_cameras"]:
             raise ValueError(f"scene {s['scene']}: the reconstructor's training data needs cameras (scene.json cameras)")
-        return {"frames": s["frames"], "depth": s["depth"], **s["cameras"], "scene": s["scene"], "kind": s["kind"]}
+        return {"frames": s["frames"], "depth": s["depth"], **s["cameras"], "scene": s["scene"], "kind": s["kind"], "skipped": s["skipped"]}
 
     def _procedural(self, held_out: bool):
         from fourd.data.procedural import ProceduralSource
@@ -232,6 +234,17 @@ class _KindSource:
         return dict(self.sampler.sample(index, self.num_frames, self.static))
 
 
+class _TrainingSamples(Dataset):
+    """A :class:`ReconTask`'s training samples by :class:`fourd.data.loader.SampleKey`: mixture
+    position ``key.index``, passed through ``checked``."""
+
+    def __init__(self, mixture, checked: Callable[[Mapping[str, Any]], Mapping[str, Any]]):
+        self.mixture, self.checked = mixture, checked
+
+    def __getitem__(self, key: SampleKey) -> Mapping[str, Any]:
+        return self.checked(self.mixture[key.index])
+
+
 def check_fixed_cameras(sample: Mapping[str, Any], allow_moving: bool, tol: float = 1e-4) -> None:
     """Camera token replacement gives every timestep the cameras of the first one, so it assumes
     each view's camera does not move over time: raise ``ValueError`` (``allow_moving``: warn) when
@@ -246,6 +259,13 @@ def check_fixed_cameras(sample: Mapping[str, Any], allow_moving: bool, tol: floa
     if not allow_moving:
         raise ValueError(msg)
     warnings.warn(msg, stacklevel=2)
+
+
+def _checked(sample: Mapping[str, Any], replace: bool, allow_moving: bool) -> Mapping[str, Any]:
+    """``sample``, after :func:`check_fixed_cameras` when the model replaces camera tokens (``replace``)."""
+    if replace:
+        check_fixed_cameras(sample, allow_moving)
+    return sample
 
 
 def collate(samples: Sequence[Mapping[str, Any]], num_inputs: int, device: torch.device) -> dict[str, Any]:
@@ -314,8 +334,8 @@ class ReconTask:
             raise ValueError(f"unknown stage {self.stage!r}; use one of {sorted(STAGE_TRAINABLE)}")
         self.num_frames = 1 if self.stage == "static" else int(cfg.recon_data.num_frames)
         self.scenes = SceneSampler(cfg.recon_data)
-        self._mixture = None  # the training stream, built on first use (SceneSampler.mixture)
-        self.position = 0
+        self.checked = functools.partial(_checked, replace=bool(cfg.recon_model.camera_token_replacement),
+                                         allow_moving=bool(cfg.recon_data.allow_moving_cameras))
         self.criterion: Optional[nn.Module] = None
         self.model_config: dict[str, Any] = {}
         self.patch_tokens = 5 + (cfg.recon_data.height // 14) * (cfg.recon_data.width // 14)
@@ -349,31 +369,11 @@ class ReconTask:
     def on_step(self, step: int) -> None:
         """No step schedule: the stage fixes T."""
 
-    def _checked(self, sample: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``sample``, after :func:`check_fixed_cameras` when the model replaces camera tokens."""
-        if self.cfg.recon_model.camera_token_replacement:
-            check_fixed_cameras(sample, bool(self.cfg.recon_data.allow_moving_cameras))
-        return sample
-
-    def next_batch(self, micro_batch: int, device: torch.device) -> dict[str, Any]:
-        """This rank's next samples (global mixture positions ``r, r + D, ...`` by data-parallel rank r of D: dynamic and
-        static samples, :meth:`SceneSampler.mixture`), collated (:func:`collate`)."""
-        samples = []
-        for _ in range(micro_batch):
-            index = self.position * self.env.dp_size + self.env.dp_rank
-            if self._mixture is None:
-                self._mixture = self.scenes.mixture(self.num_frames)
-            samples.append(self._checked(self._mixture[index]))
-            self.position += 1
-        return collate(samples, self.cfg.recon_data.input_views, device)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Data position of this rank: ``{"position": samples consumed}``."""
-        return {"position": self.position}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.position = int(state["position"])
+    def data(self, micro_batch: int) -> TaskData:
+        """Sample ``i`` (:class:`fourd.data.loader.SampleKey` index) is mixture position ``i`` (dynamic
+        and static samples, :meth:`SceneSampler.mixture`), checked; micro-batches collated by :func:`collate`."""
+        return TaskData(_TrainingSamples(self.scenes.mixture(self.num_frames), self.checked),
+                        functools.partial(collate, num_inputs=self.cfg.recon_data.input_views, device=torch.device("cpu")))
 
     def predict_targets(self, model, batch: Mapping[str, Any]) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
         """Reconstruct the input views and render the targets: ``(renders [B, V_tgt, T, 3, H, W],
@@ -438,7 +438,7 @@ class ReconTask:
     def eval_batches(self, device: torch.device):
         """Held-out scenes (``recon_data.eval_scenes`` of them, dynamic at this stage's T), one per batch."""
         for i in range(self.cfg.recon_data.eval_scene_count):
-            sample = self._checked(self.scenes.sample(i, self.num_frames, False, held_out=True))
+            sample = self.checked(self.scenes.sample(i, self.num_frames, False, held_out=True))
             yield collate([sample], self.cfg.recon_data.input_views, device)
 
     def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:

@@ -1,19 +1,21 @@
-"""The mixture of sources: ratios, determinism, sharding, exact resumption, view reversal, collation."""
+"""The mixture of sources and the training loader: ratios, determinism, sharding by data-parallel rank,
+workers that reproduce synchronous reads, exact resumption, skip counting, view reversal."""
 import uuid
 
+import fsspec
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
 from fourd.data import (
     DEFAULT_RATIOS,
     HomographyVideoSource,
     MixtureDataset,
-    MixtureSampler,
     MultiViewSource,
     StaticSceneSource,
     write_synthetic_dataset,
 )
+from fourd.data.loader import LoaderConfig, SampleKey, StepLoader, StepSampler, TaskData
 
 
 @pytest.fixture(scope="module")
@@ -63,35 +65,54 @@ def test_exactly_deterministic_by_seed_and_epoch(sources):
         assert torch.equal(x["frames"], y["frames"])
 
 
-def test_ranks_shard_an_epoch_disjointly():
-    shards = [list(MixtureSampler(10, rank=r, world_size=3, epoch=2)) for r in range(3)]
-    flat = sorted(p for shard in shards for p in shard)
-    assert flat == list(range(20, 29)) and all(len(s) == 3 for s in shards)
+def test_step_sampler_shards_micro_batches_by_data_parallel_rank():
+    samplers = [StepSampler(2, accumulation=3, dp_rank=r, dp_size=3) for r in range(3)]
+    keys = [k for j in range(4) for s in samplers for k in s.keys(j)]
+    assert sorted(k.index for k in keys) == list(range(24))  # disjoint, nothing dropped
+    assert samplers[1].keys(0) == [SampleKey(2, 0), SampleKey(3, 0)]  # global micro-batch 1
+    assert samplers[1].keys(3) == [SampleKey(20, 1), SampleKey(21, 1)]  # 4th micro-batch = step 1 (3 per step)
+    assert next(iter(StepSampler(2, 3, dp_rank=1, dp_size=3, start=3))) == samplers[1].keys(3)
 
 
-def test_resume_from_a_position_reproduces_the_continuation(sources):
-    mix = MixtureDataset(sources, seed=5, epoch_size=12)
-    sampler = MixtureSampler(len(mix), rank=1, world_size=2, epoch=1)
-    full = list(sampler)
-    it = iter(sampler)
-    head = [next(it) for _ in range(2)]
-    state = sampler.state_dict()
-    assert state == {"epoch": 1, "index": 2} and head == full[:2]
-    resumed = MixtureSampler(len(mix), rank=1, world_size=2)
+class _ByIndex(Dataset):
+    def __init__(self, mix):
+        self.mix = mix
+
+    def __getitem__(self, key):
+        return self.mix[key.index]
+
+
+def _collate(samples):
+    return {"frames": torch.stack([s["frames"] for s in samples]), "scenes": [s["scene"] for s in samples]}
+
+
+def test_loader_workers_reproduce_synchronous_reads_resume_exactly_and_count_skips():
+    root = f"memory://test_data_loader/{uuid.uuid4().hex}"
+    urls = write_synthetic_dataset(f"{root}/dyn", 2, seed=0, num_views=2, num_frames=3, height=16, width=16)
+    fs, path = fsspec.core.url_to_fs(urls[0])
+    fs.pipe_file(f"{path}/views/001/00001.png", b"not a png")  # corrupt: skipped, replaced by the next scene
+    static = write_synthetic_dataset(f"{root}/static", 1, seed=9, kinds=("static",), num_views=1, num_frames=4, height=16, width=16)
+    sources = {"objects_4d": MultiViewSource(urls, 2, 3, (16, 16)), "static": StaticSceneSource(static, 2, 3, (16, 16))}
+    mix = MixtureDataset(sources, {"objects_4d": 0.8, "static": 0.2}, seed=3, epoch_size=6)
+    data = TaskData(_ByIndex(mix), _collate)
+    sync = StepLoader(data, 2, dp_rank=1, dp_size=2, cfg=LoaderConfig(workers=0))
+    want = [sync.next(torch.device("cpu")) for _ in range(5)]
+    assert sync.skipped > 0 and sync.state_dict() == {"position": 10, "skipped": sync.skipped}
+    rng = torch.get_rng_state()
+    first = StepLoader(data, 2, dp_rank=1, dp_size=2, cfg=LoaderConfig(workers=2, prefetch=2))
+    head = [first.next(torch.device("cpu")) for _ in range(2)]  # the workers prefetch beyond these
+    state = first.state_dict()
+    first.close()
+    assert torch.equal(torch.get_rng_state(), rng)  # starting workers leaves the training process's RNG alone
+    resumed = StepLoader(data, 2, dp_rank=1, dp_size=2, cfg=LoaderConfig(workers=2))
     resumed.load_state_dict(state)
-    assert list(resumed) == full[2:]
-    resumed.set_epoch(1)  # same epoch: keeps the resume point only for the first pass
-    assert list(resumed) == full
-    # Through a DataLoader: batches after resuming equal the original ones.
-    loader = DataLoader(mix, batch_size=2, sampler=MixtureSampler(len(mix), rank=1, world_size=2, epoch=1))
-    batches = list(loader)
-    restarted = MixtureSampler(len(mix), rank=1, world_size=2)
-    restarted.load_state_dict({"epoch": 1, "index": 2})
-    again = list(DataLoader(mix, batch_size=2, sampler=restarted))
-    assert len(again) == len(batches) - 1
-    for x, y in zip(again, batches[1:]):
-        assert x["source"] == y["source"] and x["scene"] == y["scene"] and torch.equal(x["frames"], y["frames"])
-        assert x["cameras"]["extrinsics"].shape == (2, 2, 3, 3, 4)
+    tail = [resumed.next(torch.device("cpu")) for _ in range(3)]
+    resumed.close()
+    for got, ref in zip(head + tail, want):
+        assert got["scenes"] == ref["scenes"] and torch.equal(got["frames"], ref["frames"])
+    assert resumed.skipped == sync.skipped
+    with pytest.raises(ValueError, match="micro_batch"):
+        StepLoader(data, 4).load_state_dict(state | {"position": 6})
 
 
 def test_view_reversal_and_static_flag(sources):

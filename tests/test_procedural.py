@@ -144,15 +144,3 @@ def test_homography_samples_warp_the_seeds_monocular_clip_into_pseudo_views():
     assert 40 < kinds.count("homography") < 80 and 40 < kinds.count("static") < 80
     with pytest.raises(ValueError, match="homography_fraction"):
         ProceduralSource(views=2, static_fraction=0.8, homography_fraction=0.3)
-
-
-def test_training_source_describes_every_kind_as_it_renders_it():
-    from video4d.train_task import ProceduralClips
-
-    source = ProceduralClips(views=3, height=H, width=W, static_fraction=0.3, homography_fraction=0.3)
-    kinds = set()
-    for i in range(12):
-        info, rendered = source.describe(i, 5), source.sample(i, 5)
-        assert all(info[k] == rendered[k] for k in ("scene", "caption", "kind", "drop_freeze_time_frame_cond"))
-        kinds.add(info["kind"])
-    assert kinds == {"static", "homography", "dynamic"}

@@ -31,7 +31,7 @@ def test_static_samples_are_separate_static_scenes_duplicated_over_time():
         assert torch.equal(s["extrinsics"][:, :1].expand_as(s["extrinsics"]), s["extrinsics"])
         centres = -(s["extrinsics"][:, 0, :, :3].transpose(-1, -2) @ s["extrinsics"][:, 0, :, 3:])[..., 0]
         assert float((centres[1:] - centres[:-1]).norm(dim=-1).min()) > 1e-3  # every view a new camera position
-        _, index = mixture.locate(position)
+        _, index, _ = mixture.locate(position)
         dynamic = task.scenes.sample(index, 3, False)
         assert (s["frames"][:, 0] - dynamic["frames"][:, 0]).abs().mean() > 0.02  # another scene
     assert kinds == {"static", "dynamic"}

@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from fourd.data.loader import SampleKey
 from fourd.train.distributed import DistEnv
 from fourd.weights import read_metadata, write_safetensors
 from recon.model import load_reconstructor
@@ -74,7 +75,8 @@ def test_base_task_batches_loss_and_export_start_the_4d_reconstructor(tmp_path):
     cfg = _compose("base_data.views=3")
     task = BaseTask(cfg, DistEnv())
     model = task.build_model()
-    batch = task.next_batch(2, torch.device("cpu"))
+    data = task.data(2)
+    batch = data.collate([data.dataset[SampleKey(i, 0)] for i in range(2)])
     assert batch["inputs"].shape == (2, 3, 1, 3, 28, 28) and batch["in_depth"].shape == (2, 3, 1, 28, 28)
     loss, stats = task.loss(model, batch, torch.Generator())
     loss.backward()
@@ -82,9 +84,8 @@ def test_base_task_batches_loss_and_export_start_the_4d_reconstructor(tmp_path):
     assert {"camera", "depth_conf", "depth_l1", "depth_grad", "point_conf", "point_l1", "rot_err_deg", "abs_rel"} <= set(stats)
     for head in ("camera_head", "depth_head", "point_head", "aggregator"):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, head).parameters()), head
-    task.position = cfg.base_data.held_out_seed
     with pytest.raises(ValueError, match="held-out range"):
-        task.next_batch(1, torch.device("cpu"))
+        data.dataset[SampleKey(cfg.base_data.held_out_seed - cfg.base_data.seed, 0)]
 
     path = str(tmp_path / "base.safetensors")
     write_safetensors(path, model.state_dict(), metadata=task.export_metadata())

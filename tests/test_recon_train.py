@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from fourd.data import generate_scene
+from fourd.data.loader import SampleKey
 from fourd.rotations import quat_wxyz_to_matrix
 from recon.geometry import project_points
 from recon.model import Gaussians, load_reconstructor
@@ -121,9 +122,10 @@ def test_dynamic_stage_mixes_static_samples_duplicated_over_time():
 
     cfg = _compose("stage=dynamic", "recon_data.num_frames=3", "recon_data.static_ratio=0.5")
     task = ReconTask(cfg, DistEnv(rank=0, world_size=1, local_rank=0))
+    data = task.data(1)
     kinds = []
-    for _ in range(8):
-        batch = task.next_batch(1, torch.device("cpu"))
+    for i in range(8):
+        batch = data.collate([data.dataset[SampleKey(i, 0)]])
         assert batch["inputs"].shape == (1, 4, 3, 3, 28, 28) and batch["targets"].shape == (1, 2, 3, 3, 28, 28)
         if batch["kinds"][0] == "static":
             assert torch.equal(batch["inputs"][:, :, 0], batch["inputs"][:, :, 2])
@@ -178,7 +180,8 @@ def test_disk_scenes_give_the_same_batch_layout_and_a_finite_loss(tmp_path):
                    "recon_data.static_ratio=0")
     task = ReconTask(cfg, DistEnv())
     model = task.build_model()
-    batch = task.next_batch(2, torch.device("cpu"))
+    data = task.data(2)
+    batch = data.collate([data.dataset[SampleKey(i, 0)] for i in range(2)])
     assert batch["inputs"].shape == (2, 2, 2, 3, 28, 28) and batch["in_depth"].shape == (2, 2, 2, 28, 28)
     loss, stats = task.loss(model, batch, torch.Generator())
     loss.backward()

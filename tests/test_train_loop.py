@@ -10,17 +10,28 @@ import pytest
 import torch
 from torch import nn
 
+from fourd.data.loader import TaskData
 from fourd.train.distributed import DistEnv, strip_local_rank_args
 from fourd.train.engine import OptimConfig, PlainEngine
 from fourd.train.loop import DebugConfig, LoopConfig, train
 from fourd.train.schedule import StepSchedule, build_lr_scheduler, warmup_cosine
 
 
+class ToyData(torch.utils.data.Dataset):
+    """Sample ``key.index``: a vector from a generator seeded by the index (any worker reproduces it)."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def __getitem__(self, key):
+        return torch.randn(self.dim, generator=torch.Generator().manual_seed(1000 + key.index))
+
+
 class ToyTask:
     """Linear regression with dropout and generator noise: exercises every RNG the loop restores."""
 
     def __init__(self, dim: int = 6, seed: int = 0):
-        self.dim, self.position = dim, 0
+        self.dim = dim
         g = torch.Generator().manual_seed(seed)
         self.w_true = torch.randn(dim, 1, generator=g)
         self.frames_seen: list[int] = []
@@ -31,13 +42,11 @@ class ToyTask:
     def on_step(self, step: int) -> None:
         self.frames_seen.append(StepSchedule([[0, 5], [3, 9]])(step))
 
-    def next_batch(self, micro_batch: int, device):
-        xs = []
-        for i in range(micro_batch):
-            g = torch.Generator().manual_seed(1000 + self.position + i)
-            xs.append(torch.randn(self.dim, generator=g))
-        self.position += micro_batch
-        x = torch.stack(xs).to(device)
+    def data(self, micro_batch: int):
+        return TaskData(ToyData(self.dim), self.collate)
+
+    def collate(self, xs):
+        x = torch.stack(xs)
         return x, x @ self.w_true
 
     def loss(self, model, batch, generator):
@@ -47,12 +56,6 @@ class ToyTask:
 
     def batch_size_and_tokens(self, batch):
         return batch[0].shape[0], batch[0].numel()
-
-    def state_dict(self):
-        return {"position": self.position}
-
-    def load_state_dict(self, state):
-        self.position = state["position"]
 
     def preview(self, model, step):
         return torch.rand(3, 8, 8)
@@ -179,7 +182,8 @@ def test_progressive_schedule_hook_and_previews(tmp_path):
     cfg = LoopConfig(steps=4, micro_batch=1, checkpoint_every=0, preview_every=2, progress=False, export="both")
     result = train(task, _engine_factory(accumulation=2), cfg, str(tmp_path), DistEnv())
     assert task.frames_seen == [5, 5, 5, 9]
-    assert task.position == 8  # 4 steps x 2 micro-batches x 1 sample
+    data = torch.load(os.path.join(result.checkpoint, "rank_00000.pt"), weights_only=True)["data"]
+    assert data == {"position": 8, "skipped": 0}  # 4 steps x 2 micro-batches x 1 sample
     assert sorted(os.listdir(tmp_path / "samples")) == ["preview_00000002.png", "preview_00000004.png"]
     from safetensors.torch import load_file
 

@@ -9,20 +9,21 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from fourd.train.hydra_app import run_task
-from video4d.train_task import MixtureSource, VideoTask
+from fourd.data.loader import SampleKey
+from video4d.data import MixtureSource, collate
+from video4d.train_task import VideoTask
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 class RecordingTask(VideoTask):
-    """VideoTask that records the shape of every batch it hands out."""
+    """VideoTask that records the shape of every batch it trains on."""
 
     shapes: list = []
 
-    def next_batch(self, micro_batch, device):
-        batch = super().next_batch(micro_batch, device)
+    def loss(self, model, batch, generator):
         self.shapes.append(tuple(batch["frames"].shape))
-        return batch
+        return super().loss(model, batch, generator)
 
 
 def test_progressive_frames_schedule_previews_and_tokens(tmp_path):
@@ -100,13 +101,19 @@ def _task(tmp_path, *overrides):
     return task
 
 
-def test_per_scene_context_files_and_latent_cache_encode_each_clip_once(tmp_path):
+def _batch(task, count, step=0):
+    """Samples 0 .. count - 1 of ``task``'s training data at ``step``, collated."""
+    dataset = task.data(int(task.cfg.train.micro_batch)).dataset
+    return collate([dataset[SampleKey(i, step)] for i in range(count)])
+
+
+def test_per_scene_context_files(tmp_path):
     from video4d.text_context import save_context
 
     save_context(str(tmp_path / "empty.safetensors"), torch.full((2, 32), -1.0))
-    task = _task(tmp_path, "data.num_scenes=2", f"vae.latent_cache={tmp_path / 'latents'}", f"text.context_root={tmp_path / 'ctx'}",
+    task = _task(tmp_path, "data.num_scenes=2", f"text.context_root={tmp_path / 'ctx'}",
                  f"text.empty_context_file={tmp_path / 'empty.safetensors'}")
-    batch = task.next_batch(2, torch.device("cpu"))
+    batch = _batch(task, 2)
     names = batch["scenes"]
     assert names[0] != names[1]
     for i, scene in enumerate(names):  # contexts are read lazily, once per scene
@@ -115,25 +122,8 @@ def test_per_scene_context_files_and_latent_cache_encode_each_clip_once(tmp_path
     assert ctx.shape == (2, 8, 32) and [float(ctx[i, 0, 0]) for i in range(2)] == [1.0, 2.0] and not ctx[:, 3:].any()
     dropped = task.texts([{"scene": names[0]}] * 400, torch.Generator().manual_seed(0))
     assert abs(float((dropped[:, 0, 0] == -1).float().mean()) - 0.1) < 0.04  # default dropout 0.1 to the empty file
-    calls = []
-    encode = task.vae.encode
-    task.vae.encode = lambda *a, **k: calls.append(1) or encode(*a, **k)
-    renders = []
-    sample = task.source.sample
-    task.source.sample = lambda *a: renders.append(a) or sample(*a)
-    first = batch
-    assert task.latent_cache.misses == 2  # the first pass rendered and encoded both clips
-    task.position = 0
-    second = task.next_batch(2, torch.device("cpu"))
-    assert calls == [] and renders == []  # read back without rendering or encoding
-    assert torch.equal(first["latents"], second["latents"]) and second["scenes"] == names
-    frames = torch.stack([sample(i, 5)["frames"] for i in range(2)])
-    torch.testing.assert_close(first["latents"], encode(frames), rtol=1e-5, atol=1e-6)
-    for i in range(2):  # describe() names the sample exactly as the rendered one does
-        info, rendered = task.source.describe(i, 5), sample(i, 5)
-        assert all(info[k] == rendered[k] for k in ("scene", "caption", "kind", "drop_freeze_time_frame_cond"))
-    loss, stats = task.loss(task_model(task), first, torch.Generator().manual_seed(0))
-    assert torch.isfinite(loss) and task.batch_size_and_tokens(first) == (2, 2 * 2 * 2 * 1 * 1)
+    loss, stats = task.loss(task_model(task), batch, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and task.batch_size_and_tokens(batch) == (2, 2 * 2 * 2 * 1 * 1)
 
 
 def task_model(task):
@@ -145,7 +135,7 @@ def task_model(task):
 def test_base_pretraining_config_runs_with_captions_and_exports_a_loadable_dit(tmp_path):
     from video4d import load_dit
 
-    overrides = ["vae.config=tiny", "vae.weights=null", f"vae.latent_cache={tmp_path / 'latents'}", "data.height=32", "data.width=32",
+    overrides = ["vae.config=tiny", "vae.weights=null", "data.encoded=null", "data.height=32", "data.width=32",
                  "data.num_scenes=2", "schedule.frames=[[0,5]]", "train.steps=1", "train.micro_batch=2", "train.checkpoint_every=0"]
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(config_name="train_dit_base", overrides=overrides)
@@ -154,8 +144,8 @@ def test_base_pretraining_config_runs_with_captions_and_exports_a_loadable_dit(t
     result = run_task(cfg, lambda env: tasks.append(VideoTask(cfg, env)) or tasks[0], str(tmp_path))
     assert result.step == 1
     task = tasks[0]
-    batch = task.next_batch(2, torch.device("cpu"))
-    assert batch["latents"].shape[1] == 1 and all(c.startswith("a") or c.startswith("an") for c in batch["captions"])
+    batch = _batch(task, 2)
+    assert batch["frames"].shape[1] == 1 and all(c.startswith("a") or c.startswith("an") for c in batch["captions"])
     ctx = task.context(batch, torch.device("cpu"))
     assert not torch.equal(ctx[0], ctx[1]) and bool(task.texts.empty.any())  # per-caption contexts; "" is not zeros
     model = load_dit(weights=str(tmp_path / "export" / "model.safetensors"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from fourd.data.loader import SampleKey
 from fourd.train.distributed import DistEnv
 from fourd.train.engine import OptimConfig, build_engine
 from fourd.train.hydra_app import typed
@@ -32,10 +33,16 @@ def _task(*overrides: str) -> VAETask:
     return VAETask(_compose(*overrides), DistEnv(rank=0, world_size=1, local_rank=0))
 
 
+def _batch(task: VAETask, count: int, step: int = 0) -> torch.Tensor:
+    """Clips 0 .. count - 1 of the training data at ``step``, collated."""
+    data = task.data(count)
+    return data.collate([data.dataset[SampleKey(i, step)] for i in range(count)])
+
+
 def test_loss_falls_on_a_fixed_batch():
     task = _task()
     model = task.build_model()
-    batch = task.next_batch(2, torch.device("cpu"))
+    batch = _batch(task, 2)
     assert batch.shape == (2, 3, 5, 16, 16) and -1.0 <= float(batch.min()) and float(batch.max()) <= 1.0
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     generator = torch.Generator().manual_seed(0)
@@ -84,11 +91,8 @@ def test_export_statistics_normalise_latents_and_the_export_loads(tmp_path):
 
 def test_frames_schedule_switches_from_images_to_clips():
     task = _task("data.frames=[[0,1],[3,5]]", "data.crop=8")
-    task.on_step(2)
-    assert task.next_batch(2, torch.device("cpu")).shape == (2, 3, 1, 8, 8)
-    task.on_step(3)
-    assert task.next_batch(1, torch.device("cpu")).shape == (1, 3, 5, 8, 8)
-    assert task.state_dict() == {"position": 3}
+    assert _batch(task, 2, step=2).shape == (2, 3, 1, 8, 8)  # the clip length follows the sample's step
+    assert _batch(task, 1, step=3).shape == (1, 3, 5, 8, 8)
 
 
 def test_fan_in_init_makes_the_untrained_vae_depend_on_its_input():
@@ -98,7 +102,7 @@ def test_fan_in_init_makes_the_untrained_vae_depend_on_its_input():
     for init in ("fan_in", "torch"):
         task = _task(f"vae.init={init}")
         model = task.build_model()
-        batch = task.next_batch(4, torch.device("cpu"))
+        batch = _batch(task, 4)
         with torch.no_grad():
             recon, _, _ = model(batch)
         assert torch.equal(model.conv1.bias[16:], torch.full((16,), -10.0))  # vae.init_logvar: the log-variance half's bias

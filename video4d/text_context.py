@@ -84,6 +84,7 @@ class CaptionContexts:
 
     Where a sample's embedding ``[L, text_dim]`` comes from, in order:
 
+    0. the sample's own ``context`` (pre-encoded data, ``launch/precompute.py``);
     1. ``encoder`` (an object with ``encode(prompts: list[str]) -> list[Tensor [L_i, text_dim]]``,
        e.g. ``video4d.load_text_encoder``): the sample's ``caption`` ("" when it has none), encoded
        once per (scene, caption) and kept (``cache_size`` most recent);
@@ -126,7 +127,9 @@ class CaptionContexts:
         return out.detach().float().cpu()
 
     def embedding(self, sample: Mapping[str, Any]) -> torch.Tensor:
-        """The (cached) embedding ``[L, text_dim]`` of one sample (``scene``, optional ``caption``)."""
+        """The (cached) embedding ``[L, text_dim]`` of one sample (``scene``, optional ``caption`` or ``context``)."""
+        if sample.get("context") is not None:
+            return sample["context"].float()
         if self.encoder is None and self.context_root is None:
             return self._fixed if self._fixed is not None else torch.zeros(0, self.text_dim)
         key = (str(sample.get("scene", "")), str(sample.get("caption") or ""))

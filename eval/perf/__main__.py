@@ -9,6 +9,8 @@ Sections (:data:`SECTIONS`), each a markdown table plus its rows in the JSON:
 - ``vae``: VAE encode / decode versus clip length (:mod:`eval.perf.vae_bench`);
 - ``train``: training throughput of the tiny video and reconstructor tasks (a few steps each through
   :func:`fourd.train.hydra_app.run_task`, summarised by :mod:`eval.perf.train_throughput`);
+- ``loader``: training data, loader samples/s at 0 / 2 workers and the share of a step waiting for
+  data, raw and pre-encoded (:mod:`eval.perf.loader_bench`);
 - ``inference``: end-to-end inference per stage (:func:`video4d.pipeline.generate` with its
   :class:`fourd.stages.StageRecorder`, then :func:`recon.inference.reconstruct` and rendering).
 
@@ -129,8 +131,14 @@ def _inference(quick: bool, device: str, work: str) -> tuple[str, list[dict]]:
     return f"End-to-end inference per stage (tiny models, {V} views x {F} frames, {settings.steps} Euler steps)", rows
 
 
+def _loader(quick: bool, device: str, work: str) -> tuple[str, list[dict]]:
+    from eval.perf.loader_bench import section
+
+    return section(quick, device, work)
+
+
 SECTIONS: dict[str, Section] = {
-    "attention": _attention, "recon": _recon, "render": _render, "vae": _vae, "train": _train, "inference": _inference,
+    "attention": _attention, "recon": _recon, "render": _render, "vae": _vae, "train": _train, "loader": _loader, "inference": _inference,
 }
 
 

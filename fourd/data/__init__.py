@@ -4,19 +4,21 @@ See ``docs/data_format.md`` for the format. Main entry points: :func:`open_scene
 :func:`read_scene`, :func:`write_scene`, :func:`generate_scene`, the captioned procedural
 scenes :class:`ProceduralSource` / :func:`procedural_scene` (unbounded seeds, held-out rule), the sources
 :class:`MultiViewSource`, :class:`HomographyVideoSource`, :class:`StaticSceneSource` and the
-:class:`MixtureDataset` with its :class:`MixtureSampler`.
+:class:`MixtureDataset` (optionally bucketed by :class:`Grid`), read for training through
+:class:`fourd.data.loader.StepLoader`.
 """
+from fourd.data.buckets import Grid
 from fourd.data.datasets import HomographyVideoSource, MultiViewSource, SceneSource, StaticSceneSource
 from fourd.data.format import CorruptSampleError, Scene, SceneFormatError, SceneMeta
-from fourd.data.mixture import DEFAULT_RATIOS, MixtureDataset, MixtureSampler
-from fourd.data.scene_io import list_scenes, open_scene, read_scene, write_scene
+from fourd.data.mixture import DEFAULT_RATIOS, MixtureDataset
+from fourd.data.scene_io import list_scenes, open_scene, read_meta, read_scene, write_scene
 
 __all__ = [
     "DEFAULT_RATIOS",
     "CorruptSampleError",
+    "Grid",
     "HomographyVideoSource",
     "MixtureDataset",
-    "MixtureSampler",
     "MultiViewSource",
     "ProceduralSource",
     "SceneSource",
@@ -28,6 +30,7 @@ __all__ = [
     "list_scenes",
     "open_scene",
     "procedural_scene",
+    "read_meta",
     "read_scene",
     "write_scene",
     "write_synthetic_dataset",

@@ -173,7 +173,6 @@ def _objects(spec: SceneSpec, rng: np.random.Generator) -> _Objects:
     half = rng.uniform(0.3, 0.5, (K, 1)).repeat(3, 1)  # cubes: equal half extents
     radius = rng.uniform(0.4, 0.65, K)
     size = np.where(is_box[:, None], half, radius[:, None].repeat(3, 1))
-    bound = np.where(is_box, np.linalg.norm(half, axis=-1), radius)
     ang = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(K) / K + rng.uniform(-0.4, 0.4, K)
     dist = rng.uniform(0.0, 0.4, K) if K == 1 else rng.uniform(0.9, 1.5, K)
     rest = np.stack([dist * np.cos(ang), dist * np.sin(ang), np.where(is_box, half[:, 0], radius) + 0.01], -1)

@@ -2,8 +2,10 @@
 
 :func:`open_scene` accepts a scene directory (``scene.json`` + files), a plain video file
 (``.mp4 .mov .avi .webm .mkv``) or a folder of images without ``scene.json``; the last two are read
-as 1-view ``monocular`` scenes without cameras. :func:`write_scene` writes the format,
-:func:`read_scene` reads a whole scene back, :func:`list_scenes` finds the scenes under a root.
+as 1-view ``monocular`` scenes without cameras, captioned by the text file next to them
+(``clip.mp4`` -> ``clip.txt``, ``folder/`` -> ``folder.txt``; optional). :func:`write_scene` writes
+the format, :func:`read_scene` reads a whole scene back, :func:`list_scenes` finds the scenes under
+a root, :func:`read_meta` reads only a scene's metadata.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from fourd.data.format import (
     view_dir,
 )
 
-__all__ = ["SceneReader", "open_scene", "read_scene", "write_scene", "list_scenes", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS"]
+__all__ = ["SceneReader", "open_scene", "read_meta", "read_scene", "write_scene", "list_scenes", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS"]
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -183,6 +185,25 @@ class SceneReader:
         return torch.from_numpy(np.stack(masks))
 
 
+def _caption_file(fs, path: str) -> Optional[str]:
+    """The caption of a plain video or image folder: the text file ``<path without extension>.txt``
+    (stripped), or None when there is none."""
+    base = posixpath.splitext(path)[0] if path.lower().endswith(VIDEO_EXTENSIONS) else path
+    try:
+        raw = fs.cat_file(f"{base}.txt")
+    except FileNotFoundError:
+        return None
+    try:
+        return raw.decode("utf-8").strip() or None
+    except UnicodeDecodeError as e:
+        raise SceneFormatError(f"caption file {base}.txt is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+
+
+def _video_meta(name: str, caption: Optional[str], frames: int, height: int, width: int) -> SceneMeta:
+    return SceneMeta(name=name, kind="monocular", num_views=1, num_frames=frames, height=height, width=width,
+                     rgb_format="mp4", caption=caption)
+
+
 def open_scene(url: str) -> SceneReader:
     """Open the scene at ``url`` (scene directory, video file or image folder; any fsspec URL).
 
@@ -196,12 +217,7 @@ def open_scene(url: str) -> SceneReader:
         if not fs.exists(path):
             raise SceneFormatError(f"scene {name}: video file not found: {url}")
         video = decode_video(fs.cat_file(path), posixpath.splitext(path)[1].lower(), None, f"scene {name}")
-        caption_path = posixpath.splitext(path)[0] + ".txt"  # <video>.txt next to the video: its caption
-        caption = fs.cat_file(caption_path).decode("utf-8").strip() or None if fs.isfile(caption_path) else None
-        meta = SceneMeta(
-            name=name, kind="monocular", num_views=1, num_frames=int(video.shape[0]),
-            height=int(video.shape[1]), width=int(video.shape[2]), rgb_format="mp4", caption=caption,
-        )
+        meta = _video_meta(name, _caption_file(fs, path), *(int(n) for n in video.shape[:3]))
         reader = SceneReader(fs, path, meta, "video")
         reader._videos[0] = video
         return reader
@@ -220,10 +236,28 @@ def open_scene(url: str) -> SceneReader:
             first = decode_image(fs.cat_file(posixpath.join(path, files[0])), "RGB", f"scene {name} {files[0]}")
             meta = SceneMeta(
                 name=name, kind="monocular", num_views=1, num_frames=len(files),
-                height=int(first.shape[0]), width=int(first.shape[1]), rgb_format="png",
+                height=int(first.shape[0]), width=int(first.shape[1]), rgb_format="png", caption=_caption_file(fs, path),
             )
             return SceneReader(fs, path, meta, "images", files)
     raise SceneFormatError(f"scene {name}: {url} is neither a scene directory (scene.json), a video file nor an image folder")
+
+
+def read_meta(url: str) -> SceneMeta:
+    """The :class:`SceneMeta` of the scene at ``url`` (as :func:`open_scene` gives it), decoding no
+    frame where it can: a local video file's size and frame count come from its header and packets
+    (ffmpeg, no decoding); other videos are decoded once."""
+    fs, path = fsspec.core.url_to_fs(url)
+    path = path.rstrip("/")
+    if path.lower().endswith(VIDEO_EXTENSIONS) and _protocol(fs) in ("file", "local") and fs.exists(path):
+        import imageio_ffmpeg
+
+        try:
+            frames, _ = imageio_ffmpeg.count_frames_and_secs(path)
+            width, height = iio.immeta(path, plugin="FFMPEG")["size"]
+        except (OSError, RuntimeError, KeyError) as e:
+            raise CorruptSampleError(f"scene {_name_of(path)}: cannot read the video header of {url} ({e})") from None
+        return _video_meta(_name_of(path), _caption_file(fs, path), int(frames), int(height), int(width))
+    return open_scene(url).meta
 
 
 def read_scene(url: str, with_depth: bool = True, with_masks: bool = True) -> Scene:

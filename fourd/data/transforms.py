@@ -75,11 +75,13 @@ class ResizeCrop:
 
 
 def reverse_views(sample: dict) -> dict:
-    """Reverse the view order (dim 0) of ``frames`` [V, T, 3, H, W], ``cameras`` tensors and
-    ``depth`` [V, T, H, W] of a sample; other entries are kept. Returns a new dict."""
+    """Reverse the view order (dim 0) of those of ``frames`` [V, T, 3, H, W], ``latents`` [V, T', C,
+    h, w], ``cameras`` tensors and ``depth`` [V, T, H, W] that a sample has; other entries are kept.
+    Returns a new dict."""
     out = dict(sample)
-    out["frames"] = sample["frames"].flip(0)
-    out["cameras"] = {k: v.flip(0) for k, v in sample["cameras"].items()}
-    if "depth" in sample:
-        out["depth"] = sample["depth"].flip(0)
+    for key in ("frames", "latents", "depth"):
+        if key in sample:
+            out[key] = sample[key].flip(0)
+    if "cameras" in sample:
+        out["cameras"] = {k: v.flip(0) for k, v in sample["cameras"].items()}
     return out

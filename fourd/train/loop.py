@@ -2,12 +2,14 @@
 
 What is model-specific lives in a :class:`Task`; the loop does the rest: seeding, resume,
 gradient accumulation, non-finite step skipping (via the engine) and counting, the progressive
-schedule hook (``task.on_step``), checkpoints, previews, metrics and the final export.
+schedule hook (``task.on_step``), checkpoints, previews, metrics and the final export. Batches come
+from the task's :class:`~fourd.data.loader.TaskData` through a :class:`~fourd.data.loader.StepLoader`
+(``train.loader``: DataLoader workers; micro-batches a pure function of step and data-parallel rank).
 
 Determinism: every rank seeds python/numpy/torch with ``seed + rank`` and owns a ``torch.Generator``
 (``"loss"``, seeded ``seed * 1000 + rank``) that the task draws noise from; all of them and the
-task's data position are in the checkpoints, so a resumed fp32 run repeats the uninterrupted run's
-losses exactly.
+loader's consumed data position are in the checkpoints, so a resumed fp32 run repeats the
+uninterrupted run's losses exactly.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any, Callable, List, Optional, Protocol
 import torch
 from torch import nn
 
+from fourd.data.loader import LoaderConfig, StepLoader, TaskData
 from fourd.train.checkpoint import CheckpointManager
 from fourd.train.distributed import DistEnv, all_reduce_mean, barrier
 from fourd.train.engine import Engine
@@ -43,7 +46,7 @@ class LoopConfig:
     ``resume``: ``"auto"`` (newest complete checkpoint of this run dir, if any), ``"none"`` or a
     checkpoint directory; ``preview_every``: steps between sample grids (0 = off);
     ``export``: ``"full"``, ``"trainable"``, ``"both"`` or ``"none"`` (safetensors written at the
-    end); ``progress``: show the progress bar.
+    end); ``progress``: show the progress bar; ``loader``: :class:`~fourd.data.loader.LoaderConfig`.
     """
 
     steps: int = 1000
@@ -56,6 +59,7 @@ class LoopConfig:
     preview_every: int = 0
     export: str = "full"
     progress: bool = True
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
 
 
 @dataclass
@@ -82,20 +86,15 @@ class Task(Protocol):
     def on_step(self, step: int) -> None:
         """Called before optimizer step ``step`` (0-based): progressive schedules switch here."""
 
-    def next_batch(self, micro_batch: int, device: torch.device) -> Any:
-        """This rank's next micro-batch of ``micro_batch`` samples, on ``device``."""
+    def data(self, micro_batch: int) -> TaskData:
+        """The training data (samples keyed by global index and step; :mod:`fourd.data.loader`) for
+        micro-batches of ``micro_batch`` samples."""
 
     def loss(self, model: Callable, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """Scalar loss of ``batch`` and extra stats; random numbers from ``generator``."""
 
     def batch_size_and_tokens(self, batch: Any) -> tuple[int, int]:
         """Samples and model tokens in ``batch`` (for throughput)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """This rank's data position (weights_only-loadable values)."""
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
 
     def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:
         """An image grid ``[3, H, W]`` in ``[0, 1]`` (called on every rank), or None."""
@@ -137,13 +136,14 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
     generator = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + env.rank)
     generators = {"loss": generator}
     step, skipped, nonfinite_losses, samples_seen = 0, 0, 0, 0
+    data = StepLoader(task.data(cfg.micro_batch), cfg.micro_batch, engine.accumulation, env.dp_rank, env.dp_size, cfg.loader, seed=cfg.seed)
     if resume_path is not None:
         loaded = ckpts.load(resume_path, engine)
         step, skipped = loaded.trainer["step"], loaded.trainer["skipped_steps"]
         nonfinite_losses, samples_seen = loaded.trainer["nonfinite_losses"], loaded.trainer["samples_seen"]
         if loaded.rank_state is not None:
             restore_rng(loaded.rank_state["rng"], generators)
-            task.load_state_dict(loaded.rank_state["data"])
+            data.load_state_dict(loaded.rank_state["data"])
         log.info("resumed from %s at step %d", resume_path, step)
     observer = Observer(run_dir, env.is_main, cfg.steps, step, cfg.log_every, cfg.progress)
     losses: dict[int, float] = {}
@@ -152,9 +152,11 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
     while step < cfg.steps:
         task.on_step(step)
         t0 = time.perf_counter()
-        micro_losses, samples, tokens = [], 0, 0
+        micro_losses, samples, tokens, data_wait = [], 0, 0, 0.0
         for _ in range(engine.accumulation):
-            batch = task.next_batch(cfg.micro_batch, engine.device)
+            t_data = time.perf_counter()
+            batch = data.next(engine.device)
+            data_wait += time.perf_counter() - t_data
             with engine.autocast():
                 loss, stats = task.loss(engine.forward_module, batch, generator)
             if step + 1 in debug.nan_loss_at_steps and env.is_main:
@@ -176,16 +178,18 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
         observer.step(step, {
             "loss": mean_loss, "lr": engine.lr(), "grad_norm": result.grad_norm, "skipped_steps": skipped,
             "nonfinite_losses": nonfinite_losses, "step_time_s": elapsed, "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
+            "data_wait_s": data_wait, "data_skipped": data.skipped,
             **{k: float(v) for k, v in stats.items() if k != "loss"},
         })
         if (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == cfg.steps:
             crash = (lambda: _hard_exit(f"crash in save at step {step}")) if debug.crash_in_save_at_step == step else None
             trainer = {"skipped_steps": skipped, "nonfinite_losses": nonfinite_losses, "samples_seen": samples_seen}
-            last_ckpt = ckpts.save(step, engine, trainer, {"rng": capture_rng(generators), "data": task.state_dict()}, before_commit=crash)
+            last_ckpt = ckpts.save(step, engine, trainer, {"rng": capture_rng(generators), "data": data.state_dict()}, before_commit=crash)
         if cfg.preview_every > 0 and step % cfg.preview_every == 0:
             _preview(task, engine, observer, step)
         if debug.stop_after_step == step:
             _hard_exit(f"stop after step {step}")
+    data.close()
     exports = _export(task, engine, cfg.export, os.path.join(run_dir, "export"), env)
     observer.close()
     barrier()

@@ -25,15 +25,17 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as nnf
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.data import Dataset
 from torchvision.utils import make_grid, save_image
 
+from fourd.data.loader import SampleKey, TaskData
 from fourd.data.procedural import ProceduralSource
 from fourd.metrics import psnr
 from fourd.train.distributed import DistEnv
@@ -70,6 +72,22 @@ def _clips(source: ProceduralSource, start: int, count: int, frames: int) -> tor
     return torch.stack([source.sample(start + i, frames)["frames"][0].transpose(0, 1) for i in range(count)]) * 2 - 1
 
 
+class _Clips(Dataset):
+    """Training clips by :class:`fourd.data.loader.SampleKey`: clip ``key.index`` of ``source`` at
+    ``frames(key.step)`` frames, ``[3, F, h, w]`` in [-1, 1], cropped to ``crop`` at a position drawn
+    from ``(seed, index)``."""
+
+    def __init__(self, source: ProceduralSource, frames: StepSchedule, crop: Optional[int], seed: int):
+        self.source, self.frames, self.crop, self.seed = source, frames, crop, seed
+
+    def __getitem__(self, key: SampleKey) -> torch.Tensor:
+        clip = _clips(self.source, key.index, 1, int(self.frames(key.step)))[0]
+        if self.crop is not None:
+            y, x = np.random.default_rng([self.seed, key.index]).integers(0, [clip.shape[-2] - self.crop + 1, clip.shape[-1] - self.crop + 1])
+            clip = clip[..., y : y + self.crop, x : x + self.crop]
+        return clip
+
+
 @torch.no_grad()
 def latent_statistics(vae: WanVAE, videos: torch.Tensor, batch: int = 8) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the raw posterior means of ``videos [N, 3, F, H, W]`` in [-1, 1]
@@ -104,7 +122,6 @@ class VAETask:
         if crop is not None and (crop % self.config.spatial_factor or crop > min(cfg.data.height, cfg.data.width)):
             raise ValueError(f"data.crop must be a multiple of {self.config.spatial_factor} no larger than the frames, got {crop}")
         self.source = _source(cfg.data, "train")
-        self.position = 0
         self.model: Optional[TrainableVAE] = None
         self.lpips: Optional[nn.Module] = None
         if cfg.loss.lpips_weight > 0:
@@ -142,19 +159,10 @@ class VAETask:
         """Frames per clip at optimizer step ``step`` (``data.frames`` schedule)."""
         self.num_frames = int(self.frames_schedule(step))
 
-    def next_batch(self, micro_batch: int, device: torch.device) -> torch.Tensor:
-        """This rank's next ``micro_batch`` clips ``[B, 3, F, h, w]`` in [-1, 1] (random crops with ``data.crop``)."""
-        clips = []
-        for _ in range(micro_batch):
-            index = self.position * self.env.dp_size + self.env.dp_rank
-            clip = _clips(self.source, index, 1, self.num_frames)[0]
-            crop = self.cfg.data.crop
-            if crop is not None:
-                y, x = np.random.default_rng([self.cfg.data.seed, index]).integers(0, [clip.shape[-2] - crop + 1, clip.shape[-1] - crop + 1])
-                clip = clip[..., y : y + crop, x : x + crop]
-            clips.append(clip)
-            self.position += 1
-        return torch.stack(clips).to(device)
+    def data(self, micro_batch: int) -> TaskData:
+        """Clip ``i`` (:class:`fourd.data.loader.SampleKey` index) of the training source at the
+        schedule's length for its step, randomly cropped with ``data.crop``; batches ``[B, 3, F, h, w]`` in [-1, 1]."""
+        return TaskData(_Clips(self.source, self.frames_schedule, self.cfg.data.crop, self.cfg.data.seed), torch.stack)
 
     def loss(self, model, batch: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted reconstruction + KL loss of ``batch`` (posterior noise from ``generator``)."""
@@ -180,14 +188,6 @@ class VAETask:
         """Clips and pixels (``F * h * w`` per clip) in ``batch``."""
         N, _, F, H, W = batch.shape
         return N, N * F * H * W
-
-    def state_dict(self) -> dict[str, Any]:
-        """Data position of this rank: ``{"position": clips consumed}``."""
-        return {"position": self.position}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.position = int(state["position"])
 
     def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:
         """Ground truth over reconstruction of two held-out clips (:func:`reconstruction_grid`)."""
