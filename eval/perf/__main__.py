@@ -31,26 +31,12 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from eval.perf.report import rows_markdown
 from fourd.weights import atomic_write_bytes
 
-__all__ = ["SECTIONS", "rows_markdown", "write_report", "main"]
+__all__ = ["SECTIONS", "write_report", "main"]
 
 Section = Callable[[bool, str, str], tuple[str, list[dict[str, Any]]]]  # (quick, device, work dir) -> (title, rows)
-
-
-def rows_markdown(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of dict rows (columns in first-seen order; floats with 4 significant digits)."""
-    if not rows:
-        return "(no rows)"
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-
-    def cell(x: Any) -> str:
-        return "-" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))
-
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-                     + ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows])
 
 
 def _attention(quick: bool, device: str, work: str) -> tuple[str, list[dict]]:

@@ -109,7 +109,7 @@ def section(quick: bool, device: str, work: str) -> tuple[str, list[dict[str, An
 
 def main(argv: Optional[list[str]] = None) -> str:
     """Command line (module docstring); returns the JSON path."""
-    from eval.perf.__main__ import rows_markdown
+    from eval.perf.report import rows_markdown
     from fourd.weights import atomic_write_bytes
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
