@@ -4,8 +4,9 @@ What is model-specific lives in a :class:`Task`; the loop does the rest: seeding
 gradient accumulation, non-finite step skipping (via the engine) and counting, the progressive
 schedule hook (``task.on_step``), checkpoints, previews, metrics and the final export.
 
-Determinism: every rank seeds python/numpy/torch with ``seed + rank`` and owns a ``torch.Generator``
-(``"loss"``, seeded ``seed * 1000 + rank``) that the task draws noise from; all of them and the
+Determinism: every rank seeds python/numpy/torch with ``seed + r`` and owns a ``torch.Generator``
+(``"loss"``, seeded ``seed * 1000 + r``) that the task draws noise from (``r``: the data-parallel
+rank, so the ranks of a sequence-parallel group draw the same numbers); all of them and the
 task's data position are in the checkpoints, so a resumed fp32 run repeats the uninterrupted run's
 losses exactly.
 """
@@ -43,7 +44,8 @@ class LoopConfig:
     ``resume``: ``"auto"`` (newest complete checkpoint of this run dir, if any), ``"none"`` or a
     checkpoint directory; ``preview_every``: steps between sample grids (0 = off);
     ``export``: ``"full"``, ``"trainable"``, ``"both"`` or ``"none"`` (safetensors written at the
-    end); ``progress``: show the progress bar.
+    end); ``progress``: show the progress bar; ``sequence_parallel``: ranks that split one sample's
+    tokens (DeepSpeed-Ulysses; 1 = off; must divide the world size and the model's head count).
     """
 
     steps: int = 1000
@@ -56,6 +58,7 @@ class LoopConfig:
     preview_every: int = 0
     export: str = "full"
     progress: bool = True
+    sequence_parallel: int = 1
 
 
 @dataclass
@@ -129,10 +132,10 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
     ``run_dir``: shared by all ranks; checkpoints go to ``<run_dir>/checkpoints``, exports to
     ``<run_dir>/export``, metrics/TensorBoard/samples as in :mod:`fourd.train.observe`.
     """
-    seed_everything(cfg.seed + env.rank)
+    seed_everything(cfg.seed + env.dp_rank)  # by data-parallel rank: a sequence-parallel group draws alike
     model = task.build_model()
     engine = make_engine(model)
-    generator = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + env.rank)
+    generator = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + env.dp_rank)
     generators = {"loss": generator}
     ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"), env, cfg.keep_last)
     step, skipped, nonfinite_losses, samples_seen = 0, 0, 0, 0
@@ -166,7 +169,7 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
         result = engine.step()
         step += 1
         mean_loss, samples, tokens, bad_losses = all_reduce_mean([sum(micro_losses) / len(micro_losses), samples, tokens, sum(not math.isfinite(x) for x in micro_losses)])
-        world = env.world_size
+        world = env.dp_size  # the ranks of a sequence-parallel group count the same samples
         samples, tokens, bad_losses = round(samples * world), round(tokens * world), round(bad_losses * world)
         skipped += int(not result.applied)
         nonfinite_losses += bad_losses
