@@ -116,6 +116,12 @@ def generate(
     ``vae_encode``, ``sample_column`` (monocular), ``sample``, ``vae_decode`` and moves the models.
     Returns ``{"frames" [B, V, F, 3, H, W] in [0, 1] (CPU, float32), "latents" [B, V, T, C, h, w]
     (CPU), "reference_cells" bool [V, T]}``.
+
+    Sequence parallelism (``dit.sequence_parallel`` set, :meth:`video4d.model.WanDiT4D.set_sequence_parallel`):
+    every rank of the group calls this with the same inputs; each encodes the references itself (no
+    communication, the same time as one rank encoding), the ranks sample one grid together and
+    only the group's first rank decodes it: the others return ``frames`` None (no collective
+    follows sampling, so a failure while decoding cannot leave the group waiting).
     """
     s = settings
     recorder = recorder or StageRecorder(context.device)
@@ -154,6 +160,9 @@ def generate(
         cells = ReferenceCells(view=0, time=None if column is None else 0).mask(V, T, device=row.device)
         guidance = s.guidance_single if column is None else s.guidance
         latents = run((B, V, T, *latent_cell), ReferenceLatents(refs, cells), guidance, s.seed)
+    sp = getattr(dit, "sequence_parallel", None)
+    if sp is not None and sp.rank != 0:  # the group's first rank decodes; the others are done
+        return {"frames": None, "latents": latents.cpu(), "reference_cells": cells.cpu()}
     with recorder.stage("vae_decode", vae):
         frames = vae.decode(latents.to(next(vae.parameters()).device), chunk_latents=s.decode_chunk, max_videos=s.max_videos)
     return {"frames": frames.float().cpu(), "latents": latents.cpu(), "reference_cells": cells.cpu()}
