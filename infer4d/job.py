@@ -265,7 +265,7 @@ def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: to
     return summary
 
 
-def _join_sequence_parallel(cfg: DictConfig, size: int, models: Models) -> None:
+def _join_sequence_parallel(size: int, models: Models) -> None:
     """Split the DiT's tokens over sequence-parallel groups of ``size`` ranks (DeepSpeed-Ulysses)."""
     from fourd.train.distributed import sequence_parallel_groups
 
@@ -276,7 +276,7 @@ def _follow_item(cfg: DictConfig, models: Models, item: Item, root: str, device:
     """What a sequence-parallel rank other than its group's first does with an item: the first rank's
     reads and sampling calls (so that the collectives match), no files. Items the first rank refuses
     before sampling (an existing output, an unreadable input) are skipped here the same way."""
-    if cfg.stages == "reconstruct" or (os.path.exists(os.path.join(root, item.name)) and not cfg.output.overwrite):
+    if os.path.exists(os.path.join(root, item.name)) and not cfg.output.overwrite:
         return
     try:
         _sample_item(cfg, models, item, device, StageRecorder(device, cfg.offload))
@@ -327,9 +327,11 @@ def run_inference(cfg: DictConfig, out_root: str) -> int:
     os.makedirs(out_root, exist_ok=True)
     load = StageRecorder(device, cfg.offload)
     follower = env.sp_rank != 0  # a sequence-parallel rank that only helps to sample: no reconstructor, no files
-    models = Models(OmegaConf.merge(cfg, {"stages": "generate"}) if follower and cfg.stages == "all" else cfg, device, load)
+    if follower and cfg.stages == "reconstruct":
+        return 0
+    models = Models(OmegaConf.merge(cfg, {"stages": "generate", "output": {"hash_weights": False}}) if follower else cfg, device, load)
     if env.sequence_parallel > 1 and cfg.stages != "reconstruct":
-        _join_sequence_parallel(cfg, env.sequence_parallel, models)
+        _join_sequence_parallel(env.sequence_parallel, models)
     if follower:
         for item in items:
             _follow_item(cfg, models, item, out_root, device)
