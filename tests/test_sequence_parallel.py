@@ -227,6 +227,7 @@ def test_training_sp2_zero3_with_hard_stop_and_resume_repeats_the_one_rank_losse
     assert [r["samples_per_s"] > 0 for r in rows] and json.loads((run / "result.json").read_text())["step"] == 10
 
 
+@pytest.mark.deepspeed
 def test_inference_sp2_writes_the_one_rank_grid(tmp_path):
     from fourd.data import read_scene
     from infer4d.job import run_inference
