@@ -17,6 +17,7 @@ trained on is warned about once.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -211,19 +212,24 @@ def _settings(cfg: DictConfig, item: Item, has_freeze: bool) -> GenerationSettin
                               max_videos=cfg.vae.max_videos, progress=s.progress)
 
 
-def _generate_item(cfg: DictConfig, models: Models, item: Item, out: str, device: torch.device, recorder: StageRecorder) -> torch.Tensor:
-    """Read the item, generate its grid and write grid.png, views/*.mp4, scene/; returns frames ``[V, F, 3, H, W]``."""
-    from fourd.data import Scene, write_scene
-    from fourd.formats import save_video
-
+def _sample_item(cfg: DictConfig, models: Models, item: Item, device: torch.device, recorder: StageRecorder) -> tuple[Optional[torch.Tensor], str]:
+    """Read the item and generate its grid: (frames ``[V, F, 3, H, W]``, None on a sequence-parallel rank other than its group's first; prompt)."""
     with recorder.stage("read_input"):
         video, freeze, prompt = _read_inputs(cfg, item, (cfg.height, cfg.width))
         video, freeze = video[None], None if freeze is None else freeze[None]
     settings = _settings(cfg, item, freeze is not None)
     with recorder.stage("text_encode", models.text_encoder):
         context, negative = _contexts(cfg, models, prompt, device)
-    result = generate(models.dit, models.vae, video, context, settings, negative, freeze, recorder)
-    frames = result["frames"][0]  # [V, F, 3, H, W]
+    frames = generate(models.dit, models.vae, video, context, settings, negative, freeze, recorder)["frames"]
+    return (None if frames is None else frames[0]), prompt
+
+
+def _generate_item(cfg: DictConfig, models: Models, item: Item, out: str, device: torch.device, recorder: StageRecorder) -> torch.Tensor:
+    """Read the item, generate its grid and write grid.png, views/*.mp4, scene/; returns frames ``[V, F, 3, H, W]``."""
+    from fourd.data import Scene, write_scene
+    from fourd.formats import save_video
+
+    frames, prompt = _sample_item(cfg, models, item, device, recorder)
     with recorder.stage("write_grid"):
         import imageio.v3 as iio
 
@@ -271,6 +277,40 @@ def _run_item(cfg: DictConfig, models: Models, item: Item, root: str, device: to
     return summary
 
 
+def _join_sequence_parallel(size: int, models: Models) -> None:
+    """Split the DiT's tokens over sequence-parallel groups of ``size`` ranks (DeepSpeed-Ulysses)."""
+    from fourd.train.distributed import sequence_parallel_groups
+
+    models.dit.set_sequence_parallel(sequence_parallel_groups(size).get_sequence_parallel_group())
+
+
+def _follow_item(cfg: DictConfig, models: Models, item: Item, root: str, device: torch.device) -> None:
+    """What a sequence-parallel rank other than its group's first does with an item: the first rank's
+    reads and sampling calls (so that the collectives match), no files. Items the first rank refuses
+    before sampling (an existing output, an unreadable input) are skipped here the same way."""
+    if os.path.exists(os.path.join(root, item.name)) and not cfg.output.overwrite:
+        return
+    try:
+        _sample_item(cfg, models, item, device, StageRecorder(device, cfg.offload))
+    except Exception:  # the group's first rank reports it
+        if cfg.input.list is None:
+            raise
+        log.debug("%s failed on this sequence-parallel rank", item.name, exc_info=True)
+
+
+def _check_sequence_parallel(cfg: DictConfig, size: int) -> None:
+    """Before any model loads: the group size divides the DiT's heads (the config from the preset or the weights' metadata)."""
+    from fourd.weights import config_from_metadata
+    from video4d.model.config import resolve_config
+    from video4d.model.loading import METADATA_KEY
+    from video4d.model.sequence_parallel import check_sequence_parallel
+
+    if cfg.stages == "reconstruct" or (cfg.dit.preset is None and cfg.dit.weights is None):
+        return
+    config = cfg.dit.preset if cfg.dit.preset is not None else config_from_metadata(cfg.dit.weights, METADATA_KEY, "infer")
+    check_sequence_parallel(size, resolve_config(config).num_heads)
+
+
 def run_inference(cfg: DictConfig, out_root: str) -> int:
     """Run every input of ``cfg`` (``configs/infer.yaml``) that belongs to this rank; returns the
     number of failed items (each reported in one line; a table of all items is logged at the end).
@@ -281,9 +321,11 @@ def run_inference(cfg: DictConfig, out_root: str) -> int:
 
     started = time.time()
     check_settings(cfg)
-    env = dist_env()
+    env = dataclasses.replace(dist_env(), sequence_parallel=cfg.sequence_parallel)
+    if env.sequence_parallel > 1:
+        _check_sequence_parallel(cfg, env.sequence_parallel)
     device = env.device if cfg.device == "auto" else torch.device(cfg.device)
-    items = resolve_items(cfg)[env.rank :: env.world_size]
+    items = resolve_items(cfg)[env.dp_rank :: env.dp_size]  # a sequence-parallel group shares its items
     configs = check_models(cfg)
     os.makedirs(out_root, exist_ok=True)
     if env.is_main:
@@ -301,7 +343,20 @@ def run_inference(cfg: DictConfig, out_root: str) -> int:
     if warning:
         log.warning(warning)
     load = StageRecorder(device, cfg.offload)
-    models = Models(cfg, device, load) if len(failures) < len(items) else None
+    follower = env.sp_rank != 0  # a sequence-parallel rank that only helps to sample: no reconstructor, no files
+    if follower and cfg.stages == "reconstruct":
+        return 0
+    if len(failures) == len(items):
+        models = None
+    else:
+        models = Models(OmegaConf.merge(cfg, {"stages": "generate", "output": {"hash_weights": False}}) if follower else cfg, device, load)
+        if env.sequence_parallel > 1 and cfg.stages != "reconstruct":
+            _join_sequence_parallel(env.sequence_parallel, models)
+    if follower:
+        for item in items:
+            if item.name not in failures:  # the same items as the group's first rank, whose checks ran here too
+                _follow_item(cfg, models, item, out_root, device)
+        return 0
     rows = []
     for item in tqdm(items, desc="inputs", disable=len(items) < 2):
         if item.name in failures:
@@ -315,9 +370,9 @@ def run_inference(cfg: DictConfig, out_root: str) -> int:
                 raise
             rows.append({"item": item.name, "status": "failed", "seconds": None, "detail": _failure(item, e)})
     failed = sum(r["status"] != "ok" for r in rows)
-    name = "batch_summary.json" if env.world_size == 1 else f"batch_summary_rank{env.rank}.json"
+    name = "batch_summary.json" if env.dp_size == 1 else f"batch_summary_rank{env.dp_rank}.json"
     with open(os.path.join(out_root, name), "w") as f:
-        json.dump({"rank": env.rank, "world_size": env.world_size, "items": rows}, f, indent=1)
+        json.dump({"rank": env.dp_rank, "world_size": env.dp_size, "items": rows}, f, indent=1)
     table = "\n".join(f"{r['item']:<32} {r['status']:<7} {r['seconds'] if r['seconds'] is not None else '-':>8}  {r['detail']}" for r in rows)
     log.info("rank %d: %d of %d inputs ok\n%s", env.rank, len(rows) - failed, len(rows), table)
     return failed

@@ -7,6 +7,7 @@
     python launch/infer.py input.freeze_time=views_t0/           # with freeze-time images (mode both)
     python launch/infer.py stages=generate                       # grid only; later: stages=reconstruct input.video=<run>/<name>/scene
     torchrun --nproc_per_node 8 launch/infer.py input.list=videos.txt   # batch, inputs sharded over ranks
+    torchrun --nproc_per_node 8 launch/infer.py ... sequence_parallel=8     # one grid sampled by 8 ranks (Ulysses)
 
 Config: configs/infer.yaml; files written: infer4d/job.py. Exit status 1 when something
 failed (one line per failure; a batch skips failing inputs and prints a table at the end).

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torchvision.utils import make_grid
 
@@ -118,6 +119,12 @@ def generate(
     ``vae_encode``, ``sample_column`` (monocular), ``sample``, ``vae_decode`` and moves the models.
     Returns ``{"frames" [B, V, F, 3, H, W] in [0, 1] (CPU, float32), "latents" [B, V, T, C, h, w]
     (CPU), "reference_cells" bool [V, T]}``.
+
+    Sequence parallelism (``dit.sequence_parallel`` set, :meth:`video4d.model.WanDiT4D.set_sequence_parallel`):
+    every rank of the group calls this with the same inputs; each encodes the references itself (no
+    communication, the same time as one rank encoding), the ranks sample one grid together, decode
+    ``ceil(V / N)`` views each, and the group's first rank gathers the frames: the others return
+    ``frames`` None.
     """
     s = settings
     recorder = recorder or StageRecorder(context.device)
@@ -157,8 +164,37 @@ def generate(
         guidance = s.guidance_single if column is None else s.guidance
         latents = run((B, V, T, *latent_cell), ReferenceLatents(refs, cells), guidance, s.seed)
     with recorder.stage("vae_decode", vae):
-        frames = vae.decode(latents.to(next(vae.parameters()).device), chunk_latents=s.decode_chunk, max_videos=s.max_videos)
-    return {"frames": frames.float().cpu(), "latents": latents.cpu(), "reference_cells": cells.cpu()}
+        frames = _decode(vae, latents, video.shape, s, getattr(dit, "sequence_parallel", None))
+    return {"frames": None if frames is None else frames.cpu(), "latents": latents.cpu(), "reference_cells": cells.cpu()}
+
+
+def _decode(vae: nn.Module, latents: torch.Tensor, video_shape: torch.Size, s: GenerationSettings, sp) -> Optional[torch.Tensor]:
+    """Latents ``[B, V, T, C, h, w]`` -> float32 frames ``[B, V, F, 3, H, W]`` (``video_shape``: the
+    input row ``[B, F, 3, H, W]``). With a sequence-parallel group ``sp`` each rank decodes
+    ``ceil(V / N)`` views and the group's first rank gathers them (None on the others); whether
+    every rank decoded is agreed on before the gather, so a failed rank leaves no rank waiting."""
+    device = next(vae.parameters()).device
+    if sp is None:
+        return vae.decode(latents.to(device), chunk_latents=s.decode_chunk, max_videos=s.max_videos).float()
+    B, V = latents.shape[:2]
+    k = -(-V // sp.size)
+    mine = latents[:, sp.rank * k : (sp.rank + 1) * k]
+    part = torch.zeros(B, k, *video_shape[1:], device=device)  # this rank's views, zero-padded to k
+    error = None
+    try:
+        if mine.shape[1]:
+            part[:, : mine.shape[1]] = vae.decode(mine.to(device), chunk_latents=s.decode_chunk, max_videos=s.max_videos).float()
+    except Exception as e:  # raised below, once the group knows
+        error = e
+    failed = torch.tensor([int(error is not None)], device=device)
+    dist.all_reduce(failed, group=sp.group)
+    if error is not None:
+        raise error
+    if int(failed):
+        raise RuntimeError("VAE decoding failed on another rank of the sequence-parallel group (its log has the error)")
+    parts = [torch.empty_like(part) for _ in range(sp.size)] if sp.rank == 0 else None
+    dist.gather(part, parts, dst=dist.get_global_rank(sp.group, 0), group=sp.group)
+    return torch.cat(parts, dim=1)[:, :V] if sp.rank == 0 else None
 
 
 def frames_to_image(frames: torch.Tensor, padding: int = 2) -> torch.Tensor:

@@ -43,7 +43,14 @@ log = logging.getLogger(__name__)
 
 class VideoTask:
     """Training task of the 4D video DiT; ``cfg`` is the composed Hydra config (model, vae, text,
-    data, schedule, flow, reference, preview nodes; see ``configs/train_video4d.yaml``)."""
+    data, schedule, flow, reference, preview nodes; see ``configs/train_video4d.yaml``).
+
+    With ``env.sequence_parallel`` = N > 1 the DiT splits each sample's tokens over the N ranks of
+    a sequence-parallel group (:meth:`video4d.model.WanDiT4D.set_sequence_parallel`); those ranks
+    read the same samples (data by data-parallel rank) and draw the same references, caption
+    dropout and noise (the loop seeds by data-parallel rank), so their loss and loss mask agree."""
+
+    supports_sequence_parallel = True
 
     def __init__(self, cfg: DictConfig, env: DistEnv):
         self.cfg, self.env = cfg, env
@@ -68,10 +75,20 @@ class VideoTask:
         model_cfg = OmegaConf.to_container(self.cfg.model, resolve=True)
         loader = {k: model_cfg.pop(k) for k in LOADER_KEYS}
         self._dit_config = model_cfg
+        sp = self.env.sequence_parallel
+        if sp > 1:  # before loading: a bad size fails in a second
+            from video4d.model.config import resolve_config
+            from video4d.model.sequence_parallel import check_sequence_parallel
+
+            check_sequence_parallel(sp, resolve_config(model_cfg).num_heads)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loader["init_seed"])
             model = load_dit(model_cfg, weights=loader["weights"], init=loader["init"])
             self.vae = load_vae(self.cfg.vae.config, weights=self.cfg.vae.weights, device=self.env.device).eval().requires_grad_(False)
+        if sp > 1:
+            from fourd.train.distributed import sequence_parallel_groups
+
+            model.set_sequence_parallel(sequence_parallel_groups(sp).get_sequence_parallel_group())
         counts = select_trainable(model, loader["trainable"])
         self.patch, self.reference_mode = model.config.patch_size, model.config.reference_mode
         self.texts = self._build_texts(model.config.text_dim, model.config.text_len)

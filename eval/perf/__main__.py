@@ -12,7 +12,10 @@ Sections (:data:`SECTIONS`), each a markdown table plus its rows in the JSON:
 - ``loader``: training data, loader samples/s at 0 / 2 workers and the share of a step waiting for
   data, raw and pre-encoded (:mod:`eval.perf.loader_bench`);
 - ``inference``: end-to-end inference per stage (:func:`video4d.pipeline.generate` with its
-  :class:`fourd.stages.StageRecorder`, then :func:`recon.inference.reconstruct` and rendering).
+  :class:`fourd.stages.StageRecorder`, then :func:`recon.inference.reconstruct` and rendering);
+- ``sp``: DeepSpeed-Ulysses sequence parallelism of the DiT at SP = 1 and 2 on CPU ranks (gloo): time
+  per training / sampling step, the all-to-all share, bytes exchanged, activations per rank
+  (:mod:`eval.perf.sp_bench`; its own CLI writes ``sp_bench.md`` + ``sp_bench.json``).
 
 Writes ``perf_report.md`` and ``perf_report.json`` into ``--out`` (default ``outputs/perf/<time>``).
 ``--quick`` shrinks every section to fit a few minutes on 2 CPU cores. GPU-only checks (compiled
@@ -123,8 +126,15 @@ def _loader(quick: bool, device: str, work: str) -> tuple[str, list[dict]]:
     return section(quick, device, work)
 
 
+def _sp(quick: bool, device: str, work: str) -> tuple[str, list[dict]]:
+    from eval.perf.sp_bench import describe, run_benchmark
+
+    settings = ", ".join(f"{k}: {v}" for k, v in describe(quick).items())
+    return f"Sequence parallelism (Ulysses) on CPU ranks, one core per rank ({settings})", [asdict(r) for r in run_benchmark(quick)]
+
+
 SECTIONS: dict[str, Section] = {
-    "attention": _attention, "recon": _recon, "render": _render, "vae": _vae, "train": _train, "loader": _loader, "inference": _inference,
+    "attention": _attention, "recon": _recon, "render": _render, "vae": _vae, "train": _train, "loader": _loader, "inference": _inference, "sp": _sp,
 }
 
 

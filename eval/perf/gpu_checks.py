@@ -21,6 +21,10 @@ Checks (:data:`CHECKS`), in order, each skipped with a note once the time budget
   parameters ``P`` over ``N`` tokens (all parameters: the text / time embeddings, which see fewer
   tokens, make this a slight overcount), plus attention ``3 x 4 N K d L`` (K keys per query:
   ``(V + T - 1)`` frames for self-attention, ``text_len`` for cross-attention; recomputation not counted).
+- ``sp_step`` (needs 2 GPUs, else skipped with a note): the same step with DeepSpeed-Ulysses at SP = 1
+  (each GPU alone) and SP = 2 (one grid over both GPUs, nccl) on a ``--sp-grid`` V x T grid: seconds
+  per step, speed-up, the all-to-all share (an extra step synchronised around each exchange), peak
+  memory per GPU, and the SP = 2 output's max relative difference to SP = 1 (bf16).
 
 Without CUDA it writes a report saying so and exits 0. Writes ``gpu_checks.md`` and ``gpu_checks.json``.
 """
@@ -218,8 +222,116 @@ def _dit_step(args, deadline: float) -> list[dict]:
     return [row]
 
 
+def _sp_worker(rank: int, V: int, T: int, repeats: int, store: str, out: str, preset: str = "wan2.1-t2v-1.3b", latent: tuple = (60, 104)) -> None:
+    """One of two ranks of :func:`_sp_step` (GPU ``rank``, nccl; without CUDA, a CPU smoke run over gloo with the split backend)."""
+    import statistics
+
+    import torch.distributed as dist
+
+    from eval.perf.sp_bench import CommTimer
+    from video4d import load_dit
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    dev = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)
+    torch.manual_seed(0)  # the same weights and inputs on both ranks
+    model = load_dit({"preset": preset, "gradient_checkpointing": True, "attention_backend": "flex" if cuda else "split"}, init="random", device=dev)
+    c = model.config
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, V, T, c.in_dim, *latent, generator=g).to(dev)
+    context = torch.randn(1, c.text_len, c.text_dim, generator=g).to(dev)
+    timestep = torch.full((1,), 500.0, device=dev)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-5, fused=cuda)
+
+    def step(reduce: bool) -> None:
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            loss = (model(x, timestep, context) - x).pow(2).mean()
+        loss.backward()
+        if reduce:  # each rank holds its tokens' share: the sum over the group is the gradient
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def timed(reduce: bool) -> tuple[float, Optional[float]]:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
+        step(reduce)  # warm-up (compiles FlexAttention for this shape)
+        seconds = []
+        for _ in range(repeats):
+            dist.barrier()
+            sync()
+            start = time.perf_counter()
+            step(reduce)
+            sync()
+            seconds.append(time.perf_counter() - start)
+        return statistics.median(seconds), torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else None
+
+    def forward(group) -> torch.Tensor:
+        model.set_sequence_parallel(group)
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+            return model(x, timestep, context).float()
+
+    row: dict[str, Any] = {"model": preset, "V": V, "T": T, "tokens": V * T * (latent[0] // 2) * (latent[1] // 2)}
+    want, got = forward(None), forward(dist.group.WORLD)  # before any update: the same weights
+    row["sp2_max_rel_diff_vs_sp1"] = float((got - want).abs().max() / want.abs().max())  # bf16: GEMM shapes differ
+    del want, got
+    model.set_sequence_parallel(None)
+    row["sp1_step_s"], row["sp1_peak_gib"] = timed(reduce=False)
+    model.set_sequence_parallel(dist.group.WORLD)
+    row["sp2_step_s"], row["sp2_peak_gib"] = timed(reduce=True)
+    row["speedup"] = row["sp1_step_s"] / row["sp2_step_s"]
+    timer = CommTimer(model, sync=sync)
+    sync()
+    start = time.perf_counter()
+    step(reduce=True)
+    sync()
+    row["sp2_all_to_all_share"] = timer.all_to_all_s / (time.perf_counter() - start)  # an extra step, synchronised around each exchange
+    row["all_to_all_gib_per_step"] = timer.bytes / 2**30
+    rows: list = [None, None]
+    dist.all_gather_object(rows, row)
+    if rank == 0:
+        slowest = {k: max(r[k] for r in rows) for k in ("sp1_step_s", "sp2_step_s", "sp2_all_to_all_share")}
+        with open(out, "w") as f:
+            json.dump({**rows[0], **slowest, "speedup": slowest["sp1_step_s"] / slowest["sp2_step_s"]}, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _sp_step(args, deadline: float) -> list[dict]:
+    """DeepSpeed-Ulysses over two GPUs: the Wan2.1-1.3B training step of ``dit_step`` (bf16 autocast,
+    checkpointing, flex) at SP = 1 (each GPU alone) and SP = 2 (one grid over both; 12 heads -> 6 per
+    GPU), the all-to-all share, peak memory per GPU and the SP = 2 output against SP = 1."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    V, T = args.sp_grid
+    row: dict[str, Any] = {"model": "wan2.1-t2v-1.3b", "V": V, "T": T}
+    gpus = torch.cuda.device_count()
+    if gpus < 2:
+        return [{**row, "note": f"skipped: needs 2 GPUs, {gpus} visible"}]
+    if deadline - time.monotonic() < 120:
+        return [{**row, "note": "skipped: time budget spent"}]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "sp_step.json")
+        context = mp.start_processes(_sp_worker, args=(V, T, 2, os.path.join(tmp, "store"), out), nprocs=2, join=False, start_method="spawn")
+        while not context.join(timeout=max(1.0, deadline - time.monotonic())):
+            if time.monotonic() > deadline:
+                for p in context.processes:
+                    p.kill()
+                return [{**row, "note": "killed: time budget spent"}]
+        with open(out) as f:
+            return [json.load(f)]
+
+
 CHECKS: dict[str, Callable[[argparse.Namespace, float], list[dict]]] = {
-    "attention": _attention, "gsplat": _gsplat, "recon": _recon, "dit_step": _dit_step,
+    "attention": _attention, "gsplat": _gsplat, "recon": _recon, "dit_step": _dit_step, "sp_step": _sp_step,
 }
 
 
@@ -247,6 +359,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up")
     p.add_argument("--mem-cap-gib", type=float, default=40.0, help="skip dense-mask SDPA when its N x N mask + bias exceed this")
     p.add_argument("--dit-grid", type=int, nargs=2, default=[8, 8], metavar=("V", "T"), help="grid of the DiT training step")
+    p.add_argument("--sp-grid", type=int, nargs=2, default=[4, 4], metavar=("V", "T"), help="grid of the two-GPU sequence-parallel step")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s for MFU (default: from the GPU name)")
     args = p.parse_args(argv)
     args.checks = [c for c in args.only.split(",") if c]

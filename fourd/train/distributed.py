@@ -25,6 +25,7 @@ import torch.distributed as dist
 __all__ = [
     "DistEnv",
     "dist_env",
+    "sequence_parallel_groups",
     "init_distributed",
     "teardown",
     "barrier",
@@ -89,6 +90,35 @@ def dist_env() -> DistEnv:
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
     )
+
+
+_SEQUENCE_PARALLEL_SIZE: list[int] = []  # the size whose groups this process made
+
+
+def sequence_parallel_groups(size: int):
+    """DeepSpeed's sequence-parallel groups for ``size`` ranks per group: the module
+    ``deepspeed.runtime.sequence_parallel.parallel_state_sp``, which is also the ``mpu`` that
+    ``deepspeed.initialize`` takes for Ulysses.
+
+    Ranks ``[k*N, (k+1)*N)`` form sequence-parallel group ``k`` (:class:`DistEnv`'s layout:
+    ``get_sequence_parallel_group()`` splits one sample's tokens); all ranks form the
+    sequence-data-parallel group over which ZeRO partitions states and reduces gradients. Made once
+    per process (every rank must call this: group creation is collective); another size later in
+    the same process raises. Needs the default process group; sets up ``deepspeed.comm`` on it.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(f"sequence_parallel={size} needs a process group: launch {size} or more ranks with torchrun or deepspeed")
+    import deepspeed
+    from deepspeed.runtime.sequence_parallel import parallel_state_sp
+
+    if _SEQUENCE_PARALLEL_SIZE and _SEQUENCE_PARALLEL_SIZE[0] != size:
+        raise ValueError(f"sequence_parallel={size}: this process already made groups of {_SEQUENCE_PARALLEL_SIZE[0]} ranks (one size per process)")
+    if not _SEQUENCE_PARALLEL_SIZE:
+        DistEnv(rank=dist.get_rank(), world_size=dist.get_world_size(), sequence_parallel=size)  # checks the size divides the world
+        deepspeed.init_distributed(dist_backend=dist.get_backend())  # deepspeed.comm over the existing group
+        parallel_state_sp.initialize_sequence_parallel(size)
+        _SEQUENCE_PARALLEL_SIZE.append(size)
+    return parallel_state_sp
 
 
 def strip_local_rank_args(argv: Sequence[str]) -> list[str]:

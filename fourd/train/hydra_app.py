@@ -54,17 +54,20 @@ def typed(cls: Type[T], node: DictConfig, **extra) -> T:
 
 def run_task(cfg: DictConfig, make_task: Callable[[DistEnv], Task], run_dir: str) -> TrainResult:
     """Train ``make_task(env)`` as configured; rank 0 writes ``<run_dir>/result.json`` at the end."""
-    env = init_distributed()
     loop_cfg = typed(LoopConfig, cfg.train)
+    env = dataclasses.replace(init_distributed(), sequence_parallel=loop_cfg.sequence_parallel)
     debug = typed(DebugConfig, cfg.debug)
     optim = typed(OptimConfig, cfg.optim, total_steps=loop_cfg.steps)
     engine_kind = cfg.launcher.engine
     dtype = resolve_precision(cfg.launcher.precision)
     ds_config = OmegaConf.to_container(cfg.deepspeed, resolve=True) if engine_kind == "deepspeed" else None
     task = make_task(env)
+    if env.sequence_parallel > 1 and not getattr(task, "supports_sequence_parallel", False):
+        raise ValueError(f"train.sequence_parallel={env.sequence_parallel}: {type(task).__name__} does not split its tokens over ranks; use 1")
 
     def make_engine(model):
-        return build_engine(engine_kind, model, optim, device=env.device, dtype=dtype, micro_batch=loop_cfg.micro_batch, ds_config=ds_config)
+        return build_engine(engine_kind, model, optim, device=env.device, dtype=dtype, micro_batch=loop_cfg.micro_batch, ds_config=ds_config,
+                            sequence_parallel=env.sequence_parallel)
 
     result = train(task, make_engine, loop_cfg, run_dir, env, debug)
     if env.is_main:

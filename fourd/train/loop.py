@@ -6,8 +6,9 @@ schedule hook (``task.on_step``), checkpoints, previews, metrics and the final e
 from the task's :class:`~fourd.data.loader.TaskData` through a :class:`~fourd.data.loader.StepLoader`
 (``train.loader``: DataLoader workers; micro-batches a pure function of step and data-parallel rank).
 
-Determinism: every rank seeds python/numpy/torch with ``seed + rank`` and owns a ``torch.Generator``
-(``"loss"``, seeded ``seed * 1000 + rank``) that the task draws noise from; all of them and the
+Determinism: every rank seeds python/numpy/torch with ``seed + r`` and owns a ``torch.Generator``
+(``"loss"``, seeded ``seed * 1000 + r``) that the task draws noise from (``r``: the data-parallel
+rank, so the ranks of a sequence-parallel group draw the same numbers); all of them and the
 loader's consumed data position are in the checkpoints, so a resumed fp32 run repeats the
 uninterrupted run's losses exactly.
 """
@@ -46,7 +47,9 @@ class LoopConfig:
     ``resume``: ``"auto"`` (newest complete checkpoint of this run dir, if any), ``"none"`` or a
     checkpoint directory; ``preview_every``: steps between sample grids (0 = off);
     ``export``: ``"full"``, ``"trainable"``, ``"both"`` or ``"none"`` (safetensors written at the
-    end); ``progress``: show the progress bar; ``loader``: :class:`~fourd.data.loader.LoaderConfig`.
+    end); ``progress``: show the progress bar; ``loader``: :class:`~fourd.data.loader.LoaderConfig`;
+    ``sequence_parallel``: ranks that split one sample's tokens (DeepSpeed-Ulysses; 1 = off; must
+    divide the world size and the model's head count).
     """
 
     steps: int = 1000
@@ -60,6 +63,7 @@ class LoopConfig:
     export: str = "full"
     progress: bool = True
     loader: LoaderConfig = field(default_factory=LoaderConfig)
+    sequence_parallel: int = 1
 
 
 @dataclass
@@ -130,10 +134,10 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
     """
     ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"), env, cfg.keep_last)
     resume_path = ckpts.resolve(cfg.resume)  # verified before any model is built: a damaged file fails in seconds
-    seed_everything(cfg.seed + env.rank)
+    seed_everything(cfg.seed + env.dp_rank)  # by data-parallel rank: a sequence-parallel group draws alike
     model = task.build_model()
     engine = make_engine(model)
-    generator = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + env.rank)
+    generator = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + env.dp_rank)
     generators = {"loss": generator}
     step, skipped, nonfinite_losses, samples_seen = 0, 0, 0, 0
     data = StepLoader(task.data(cfg.micro_batch), cfg.micro_batch, engine.accumulation, env.dp_rank, env.dp_size, cfg.loader, seed=cfg.seed)
@@ -168,7 +172,7 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
         result = engine.step()
         step += 1
         mean_loss, samples, tokens, bad_losses = all_reduce_mean([sum(micro_losses) / len(micro_losses), samples, tokens, sum(not math.isfinite(x) for x in micro_losses)])
-        world = env.world_size
+        world = env.dp_size  # the ranks of a sequence-parallel group count the same samples
         samples, tokens, bad_losses = round(samples * world), round(tokens * world), round(bad_losses * world)
         skipped += int(not result.applied)
         nonfinite_losses += bad_losses

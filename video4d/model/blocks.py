@@ -27,9 +27,12 @@ def modulate(normed: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> 
 class DiTBlock(nn.Module):
     """A Wan2.1 attention block over the tokens of a 4D grid.
 
-    ``forward(x [B, N, dim] float32, e0 [B, 6, dim] float32, context [B, L, dim], grid, rope)
+    ``forward(x [B, N, dim] float32, e0 [B, 6, dim] float32, context [B, L, dim], grid, rope, sp=None)
     -> [B, N, dim] float32``. The self-attention step follows ``config.attention_variant``
-    (see :mod:`video4d.model.variants`), which may add ``cross_view_attn`` or ``sync``.
+    (see :mod:`video4d.model.variants`), which may add ``cross_view_attn`` or ``sync``. With a
+    :class:`~video4d.model.sequence_parallel.SequenceParallel` ``sp``, ``x`` and ``rope`` hold this
+    rank's share of the grid's tokens: every attention goes over the whole grid through ``sp``'s
+    all-to-alls; the norms, cross-attention, FFN and modulation are per token and stay local.
     """
 
     def __init__(self, config: DiTConfig) -> None:
@@ -55,24 +58,24 @@ class DiTBlock(nn.Module):
         """The layers this block's variant adds to the official block (possibly none)."""
         return [m for m in (getattr(self, "cross_view_attn", None), getattr(self, "sync", None)) if m is not None]
 
-    def _attention_step(self, x, shift, scale, gate, grid: GridShape, rope: RopeCache) -> torch.Tensor:
+    def _attention_step(self, x, shift, scale, gate, grid: GridShape, rope: RopeCache, sp) -> torch.Tensor:
         dtype = self.self_attn.q.weight.dtype
         h = modulate(self.norm1(x), shift, scale).to(dtype)
         if self.variant in SINGLE_ATTENTION_PATTERN:
-            return x + self.self_attn(h, grid, rope, SINGLE_ATTENTION_PATTERN[self.variant], self.backend) * gate
+            return x + self.self_attn(h, grid, rope, SINGLE_ATTENTION_PATTERN[self.variant], self.backend, sp) * gate
         if self.variant == "sequential":
-            x = x + self.self_attn(h, grid, rope, "view", self.backend) * gate
+            x = x + self.self_attn(h, grid, rope, "view", self.backend, sp) * gate
             h = modulate(self.norm1(x), shift, scale).to(dtype)
-            return x + self.cross_view_attn(h, grid, rope, "time", self.backend) * gate
+            return x + self.cross_view_attn(h, grid, rope, "time", self.backend, sp) * gate
         q, k, v = self.self_attn.qkv(h, rope)
-        per_view = self.self_attn.o(self.self_attn.mix(q, k, v, grid, "view", self.backend))
-        per_time = self.self_attn.o(self.self_attn.mix(q, k, v, grid, "time", self.backend))
+        per_view = self.self_attn.o(self.self_attn.mix(q, k, v, grid, "view", self.backend, sp))
+        per_time = self.self_attn.o(self.self_attn.mix(q, k, v, grid, "time", self.backend, sp))
         return x + self.sync(per_view, per_time) * gate
 
-    def forward(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, grid: GridShape, rope: RopeCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, grid: GridShape, rope: RopeCache, sp=None) -> torch.Tensor:
         dtype = self.self_attn.q.weight.dtype
         e = (self.modulation.float() + e0).chunk(6, dim=1)
-        x = self._attention_step(x, e[0], e[1], e[2], grid, rope)
+        x = self._attention_step(x, e[0], e[1], e[2], grid, rope, sp)
         x = x + self.cross_attn(self.norm3(x).to(dtype), context)
         return x + self.ffn(modulate(self.norm2(x), e[3], e[4]).to(dtype)) * e[5]
 

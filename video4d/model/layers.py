@@ -81,14 +81,19 @@ class SelfAttention(_Attention):
         return q, k, v
 
     @staticmethod
-    def mix(q, k, v, grid: GridShape, pattern: str, backend: str) -> torch.Tensor:
-        """Attention of q, k, v ``[B, N, heads, head_dim]`` with ``pattern`` -> ``[B, N, dim]`` (before ``o``)."""
+    def mix(q, k, v, grid: GridShape, pattern: str, backend: str, sp=None) -> torch.Tensor:
+        """Attention of q, k, v ``[B, N, heads, head_dim]`` with ``pattern`` -> ``[B, N, dim]`` (before ``o``).
+
+        ``sp``: a :class:`video4d.model.sequence_parallel.SequenceParallel` when the ``N`` tokens are
+        this rank's share of the grid (attention over the whole grid through its all-to-alls)."""
+        if sp is not None:
+            return sp.attend(q, k, v, grid, pattern, backend).flatten(2)
         return attend(q, k, v, grid, pattern=pattern, backend=backend).flatten(2)
 
-    def forward(self, x: torch.Tensor, grid: GridShape, rope: RopeCache, pattern: str, backend: str) -> torch.Tensor:
-        """``[B, N, dim]`` tokens of ``grid`` -> ``[B, N, dim]``."""
+    def forward(self, x: torch.Tensor, grid: GridShape, rope: RopeCache, pattern: str, backend: str, sp=None) -> torch.Tensor:
+        """``[B, N, dim]`` tokens of ``grid`` (this rank's share with ``sp``, see :meth:`mix`) -> ``[B, N, dim]``."""
         q, k, v = self.qkv(x, rope)
-        return self.o(self.mix(q, k, v, grid, pattern, backend))
+        return self.o(self.mix(q, k, v, grid, pattern, backend, sp))
 
 
 class CrossAttention(_Attention):

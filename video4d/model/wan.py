@@ -17,6 +17,7 @@ from video4d.model.blocks import DiTBlock, Head
 from video4d.model.config import INITS, DiTConfig
 from video4d.model.layers import FP32LayerNorm, RMSNorm, linear_fp32
 from video4d.model.rope import rope_tables
+from video4d.model.sequence_parallel import SequenceParallel
 
 __all__ = ["WanDiT4D", "timestep_features"]
 
@@ -65,6 +66,15 @@ class WanDiT4D(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.num_layers))
         self.head = Head(config)
+        self.sequence_parallel: Optional[SequenceParallel] = None
+
+    def set_sequence_parallel(self, group) -> None:
+        """Split every forward's tokens over the ranks of ``group`` (a ``torch.distributed`` process
+        group; DeepSpeed-Ulysses, :mod:`video4d.model.sequence_parallel`) or stop (``None``, or a
+        group of one rank). Every rank of the group must then call the model with the same inputs;
+        each returns the whole output. The group size must divide ``num_heads``."""
+        size = 1 if group is None else torch.distributed.get_world_size(group)
+        self.sequence_parallel = SequenceParallel(group, self.config.num_heads) if size > 1 else None
 
     # ----------------------------------------------------------------------------------- init
     def reset_parameters(self, init: str = "official") -> None:
@@ -206,12 +216,18 @@ class WanDiT4D(nn.Module):
         e, e0 = self.embed_time(timestep)
         text = self.embed_text(context)
         rope = rope_tables(self.config.head_dim, grid, self.config.rope_t_max, self.config.rope_position_mode, x.device)
+        sp = self.sequence_parallel
+        if sp is not None:  # this rank's share of the tokens from here to the head
+            x, rope = sp.shard(x), sp.shard_rope(rope)
         for block in self.blocks:
             if self.config.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, e0, text, grid, rope, use_reentrant=False)
+                x = checkpoint(block, x, e0, text, grid, rope, sp, use_reentrant=False)
             else:
-                x = block(x, e0, text, grid, rope)
-        return self.unpatchify(self.head(x, e), grid)
+                x = block(x, e0, text, grid, rope, sp)
+        out = self.head(x, e)
+        if sp is not None:
+            out = sp.gather(out, grid.num_tokens)
+        return self.unpatchify(out, grid)
 
     def extra_repr(self) -> str:
         cfg = self.config
