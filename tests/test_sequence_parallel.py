@@ -178,8 +178,9 @@ def test_head_count_check_names_the_allowed_sizes():
 TRAIN = ["data.views=3", "data.height=48", "data.width=16", "schedule.frames=[[0,9]]", "data.num_scenes=4",  # 3 x 3 x (3 x 1) = 27 tokens
          "train.steps=10", "train.checkpoint_every=3", "train.export=none", "train.progress=false", "train.log_every=1",
          "optim.warmup_steps=2", "optim.grad_clip=0.05"]  # a clip that acts: the global gradient norm must be right
-INFER = ["dit.preset=tiny", "dit.weights=null", "dit.attention_backend=split", "vae.config=tiny", "vae.weights=null",  # the bundled example video
-         "input.freeze_time=null", "views=3", "frames=5", "height=48", "width=16",  # monocular: a 3 x 1 x (3 x 1) = 9-token column pass, then 18 tokens
+INFER = ["dit.preset=tiny", "dit.weights=null", "dit.attention_backend=split", "vae.config=tiny", "vae.weights=null",
+         f"input.video={ROOT / 'examples' / 'heldout_scene' / 'video'}",  # the example's video as a user's: no freeze-time images
+         "views=3", "frames=5", "height=48", "width=16",  # monocular: a 3 x 1 x (3 x 1) = 9-token column pass, then 18 tokens
          "sampler.steps=3", "sampler.progress=false", "sampler.guidance_single=2.0", "stages=generate",
          "vae.max_videos=1"]  # views decoded one by one on both sides (SP ranks decode a share of the views each)
 
