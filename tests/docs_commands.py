@@ -309,10 +309,19 @@ def parse_launcher(launcher: str, largs: list[str], target: str) -> None:
         parse_args([*largs, target])
 
 
-def parse_args_only(target: str, args: list[str], env: dict[str, str]) -> None:
-    """Run a Python command up to its ``parse_args`` call (argparse errors -> SystemExit 2)."""
+def _run_as_main(target: str, args: list[str], env: dict[str, str]) -> None:
+    """``python <target> <args>`` (a script path or ``-m module``) in this process, with ``env``."""
     import runpy
 
+    with _environment(env, [target.removeprefix("-m "), *args]):
+        if target.startswith("-m "):
+            runpy.run_module(target[3:], run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(target, run_name="__main__")
+
+
+def parse_args_only(target: str, args: list[str], env: dict[str, str]) -> None:
+    """Run a Python command up to its ``parse_args`` call (argparse errors -> SystemExit 2)."""
     original = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, *a, **k):
@@ -321,11 +330,7 @@ def parse_args_only(target: str, args: list[str], env: dict[str, str]) -> None:
 
     argparse.ArgumentParser.parse_args = parse_then_stop
     try:
-        with _environment(env, [target.removeprefix("-m "), *args]):
-            if target.startswith("-m "):
-                runpy.run_module(target[3:], run_name="__main__", alter_sys=True)
-            else:
-                runpy.run_path(target, run_name="__main__")
+        _run_as_main(target, args, env)
         raise AssertionError("the command finished without parsing arguments with argparse")
     except _Parsed:
         pass
@@ -352,8 +357,6 @@ def reduced(args: list[str], hydra_cfg) -> list[str]:
 
 def _run_python(target: str, args: list[str], env: dict[str, str], serve: bool) -> None:
     """A Python command in this process (SystemExit != 0 raises); ``serve``: SIGTERM it once it serves."""
-    import runpy
-
     from hydra.core.global_hydra import GlobalHydra
 
     stop = threading.Event()
@@ -367,11 +370,7 @@ def _run_python(target: str, args: list[str], env: dict[str, str], serve: bool) 
         poke.sent = False
         threading.Thread(target=poke, daemon=True).start()
     try:
-        with _environment(env, [target.removeprefix("-m "), *args]):
-            if target.startswith("-m "):
-                runpy.run_module(target[3:], run_name="__main__", alter_sys=True)
-            else:
-                runpy.run_path(target, run_name="__main__")
+        _run_as_main(target, args, env)
     except SystemExit as e:
         if e.code not in (None, 0):
             raise RuntimeError(f"exit status {e.code}") from None
