@@ -516,6 +516,10 @@ def check_all(commands: list[Command], scratch: Path, only: Optional[str] = None
                  "ok": not changed, "detail": f"changed: {sorted(changed)}" if changed else "unchanged"})
     new = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*") if p.is_file() and p not in start_files
                  and not p.relative_to(scratch).parts[0].startswith(".") and p.relative_to(scratch).parts[0] not in ("clip.mp4", "first_frame_views"))
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        rows.append({"where": "tree", "command": "new files are ignored by git", "kind": "check", "reason": "no git checkout here",
+                     "seconds": 0.0, "ok": True, "detail": "not checked"})
+        return rows
     proc = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(new), capture_output=True, text=True)
     ignored = set(proc.stdout.split())
     tracked_dirs = [n for n in new if n not in ignored]
