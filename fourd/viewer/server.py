@@ -7,7 +7,7 @@ VGGT's demo uses it for its point clouds. The viewer shows:
 - the per-timestep Gaussians (one splat node per ``gaussians_t*.ply``, only timestep ``t`` visible),
   a "timestep" slider, a play/pause button and an fps slider;
 - the cameras of ``cameras.json`` as frusta, textured with the frame of that view at timestep
-  ``t`` from ``scene/`` when present;
+  ``t`` from ``scene/`` when present; the browser opens looking through camera 0;
 - ``grid.png`` and the settings of ``summary.json`` in the side panel.
 
 The world is the reconstructor's (OpenCV axes: y down), so the viewer's up direction is ``-y``.
@@ -42,6 +42,10 @@ class Viewer:
         host: interface to bind, ``127.0.0.1`` (this machine only) by default.
         port: TCP port; viser moves to the next free one when it is taken (see :attr:`port`).
         fps: initial playback speed in timesteps per second, in [0.5, 30].
+
+    Attributes:
+        opening_view: where every browser opens (:func:`fourd.viewer.outputs.opening_view`): through
+            input camera 0 at timestep 0, framed on the Gaussians it sees.
     """
 
     def __init__(self, out_dir: str, host: str = "127.0.0.1", port: int = 8080, fps: float = 4.0) -> None:
