@@ -1,6 +1,7 @@
 """Write the bundled inference example: a held-out procedural 4D scene (fourd.data.procedural).
 
-    python examples/make_example.py [--out examples/heldout_scene] [--seed 1005000]
+    python examples/make_example.py --overwrite          # rewrite the bundled examples/heldout_scene
+    python examples/make_example.py --out runs/my_example --seed 1005001
 
 The shipped tiny models never saw this scene: training draws seeds below 1_000_000 and the benchmark
 uses held-out seeds from 1_000_000 up (``fourd.data.procedural.scene_seed``); 1_005_000 is the first
@@ -39,9 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing example folder (the bundled one included)")
     args = parser.parse_args(argv)
     if args.seed < 1_000_000:
         raise ValueError(f"--seed {args.seed} is a training seed; the example must be held out (>= 1000000)")
+    if os.path.exists(os.path.join(args.out, "scene.json")) and not args.overwrite:
+        raise SystemExit(f"error: {args.out} already holds an example; add --overwrite to replace it (or give another --out)")
     scene = procedural_scene(args.seed, args.views, args.frames, args.height, args.width, "dynamic")
     for sub in ("video", "freeze_time"):
         os.makedirs(os.path.join(args.out, sub), exist_ok=True)

@@ -1,9 +1,10 @@
 """Pretrain the tiny VGGT base from scratch (recon/pretrain_task.py; docs/base_models.md):
 
-    python launch/train_recon_base.py publish_to=checkpoints/base/vggt.safetensors   # the committed base
+    python launch/train_recon_base.py publish_to=checkpoints/base/vggt.safetensors publish_overwrite=true   # replace the committed base
     python launch/train_recon_base.py train.steps=200 base_data.views=2              # a quick variant
 
-Same loop, checkpoints and resume rule as launch/train_recon.py (``RUN_DIR`` = resume). The export
+Same loop, checkpoints and resume rule as launch/train_recon.py (``RUN_DIR`` = resume); ``publish_to``
+refuses an existing file unless ``publish_overwrite=true`` (fourd/train/publish.py). The export
 ``<run dir>/export/model.safetensors`` loads with ``recon.load_reconstructor(json.loads(metadata
 ["recon_config"]), weights=...)`` and starts the paper's stage 1 (``launch/train_recon.py
 recon_model.weights=<it>``).

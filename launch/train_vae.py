@@ -1,7 +1,7 @@
 """Train the Wan2.1-architecture VAE (tiny preset) from scratch on procedural clips, then evaluate it:
 
-    python launch/train_vae.py                                      # the committed base VAE (CPU)
-    python launch/train_vae.py copy_to=checkpoints/base/vae.safetensors
+    python launch/train_vae.py                                      # the committed base VAE's recipe (CPU)
+    python launch/train_vae.py publish_to=checkpoints/base/vae.safetensors publish_overwrite=true   # replace the shipped file
     python launch/train_vae.py mode=eval vae_weights=checkpoints/base/vae.safetensors
     torchrun --nproc_per_node 2 launch/train_vae.py launcher=deepspeed
 

@@ -239,24 +239,11 @@ def baseline_metrics(data: DictConfig, train_samples: int = 64) -> dict[str, dic
 
 
 def pretrain(cfg: DictConfig, run_dir: str) -> list[str]:
-    """Train the base (:class:`BaseTask` through :func:`fourd.train.hydra_app.run_task`) and, with
-    ``publish_to`` set, copy the exported full weights there (atomically, metadata kept). Returns
-    the exported paths (plus ``publish_to``)."""
-    from fourd.train.distributed import dist_env
+    """Train the base (:class:`BaseTask` through :func:`fourd.train.hydra_app.run_task`, which also
+    publishes the export to ``publish_to`` when set). Returns the exported paths."""
     from fourd.train.hydra_app import run_task
-    from fourd.weights import atomic_write_bytes
 
-    result = run_task(cfg, lambda env: BaseTask(cfg, env), run_dir)
-    paths = list(result.exports)
-    if cfg.publish_to and dist_env().is_main:
-        full = [p for p in result.exports if p.endswith(os.sep + "model.safetensors")]
-        if not full:
-            raise ValueError("publish_to needs the full weights: set train.export=full or both")
-        with open(full[0], "rb") as f:
-            atomic_write_bytes(cfg.publish_to, f.read())
-        log.info("published the tiny VGGT base to %s", cfg.publish_to)
-        paths.append(cfg.publish_to)
-    return paths
+    return list(run_task(cfg, lambda env: BaseTask(cfg, env), run_dir).exports)
 
 
 def plot_curve(run_dir: str, out_png: str, baselines: Mapping[str, Mapping[str, float]], held_out: Mapping[str, float]) -> None:

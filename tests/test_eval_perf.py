@@ -7,7 +7,7 @@ import pytest
 
 from eval.perf import gpu_checks
 from eval.perf.__main__ import main as perf_main
-from eval.perf.report import rows_markdown
+from eval.perf.cli import rows_markdown
 
 
 def test_quick_report_on_one_section(tmp_path):

@@ -141,6 +141,12 @@ def _print_table(rows: list[Row], title: str) -> None:
     Console(width=200).print(table)
 
 
+def perf_section(quick: bool, device: str, work: str) -> tuple[str, list[dict]]:
+    """``python -m eval.perf``'s section (registered in eval/perf/__main__.py)."""
+    argv = ["--device", device] + (["--quick", "--max-tokens", "2400", "--repeats", "1", "--heads", "4", "--head-dim", "64"] if quick else [])
+    return "Attention backends (forward / forward+backward, peak memory)", [asdict(r) for r in main(argv)]
+
+
 def main(argv: Optional[list[str]] = None) -> list[Row]:
     """Parse arguments, run the benchmark, print the table and write the JSON (if ``--out``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -337,7 +337,7 @@ CHECKS: dict[str, Callable[[argparse.Namespace, float], list[dict]]] = {
 
 def write_report(results: dict[str, dict[str, Any]], out_dir: str, header: dict[str, Any]) -> str:
     """``gpu_checks.md`` + ``gpu_checks.json`` from ``{check: {"rows", "seconds"}}``; returns the markdown path."""
-    from eval.perf.report import rows_markdown
+    from eval.perf.cli import rows_markdown
 
     os.makedirs(out_dir, exist_ok=True)
     lines = ["# GPU checks", "", ", ".join(f"{k}: {v}" for k, v in header.items()), ""]

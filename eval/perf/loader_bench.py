@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ["run_benchmark", "section", "main"]
+__all__ = ["run_benchmark", "perf_section", "main"]
 
 
 def _config(scenes: str, steps: int, workers: int, encoded: Optional[str] = None):
@@ -100,7 +100,7 @@ def run_benchmark(quick: bool, work: str, size: int = 256) -> list[dict[str, Any
     return rows
 
 
-def section(quick: bool, device: str, work: str) -> tuple[str, list[dict[str, Any]]]:
+def perf_section(quick: bool, device: str, work: str) -> tuple[str, list[dict[str, Any]]]:
     """The ``loader`` section of ``python -m eval.perf`` (CPU only: the tiny config)."""
     os.makedirs(work, exist_ok=True)
     return ("Training data: loader samples/s and the share of a step waiting for data (tiny DiT, 2 views x 5 frames at 32x32, "
@@ -109,7 +109,7 @@ def section(quick: bool, device: str, work: str) -> tuple[str, list[dict[str, An
 
 def main(argv: Optional[list[str]] = None) -> str:
     """Command line (module docstring); returns the JSON path."""
-    from eval.perf.report import rows_markdown
+    from eval.perf.cli import rows_markdown
     from fourd.weights import atomic_write_bytes
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,7 +117,7 @@ def main(argv: Optional[list[str]] = None) -> str:
     parser.add_argument("--out", default=os.path.join("outputs", "perf", "loader"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
-        title, rows = section(args.quick, "cpu", work)
+        title, rows = perf_section(args.quick, "cpu", work)
     table = rows_markdown(rows)
     print(f"{title}\n\n{table}")
     atomic_write_bytes(os.path.join(args.out, "loader.md"), f"# {title}\n\n{table}\n".encode())

@@ -10,6 +10,7 @@ enclosing op's start.)
 from __future__ import annotations
 
 import itertools
+import os
 import statistics
 import time
 from typing import Callable
@@ -19,6 +20,11 @@ from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 
 __all__ = ["sync", "median_seconds", "peak_bytes"]
+
+# Kineto (torch.profiler's backend, used by peak_bytes on CPU) logs "USDT ... profiler_start/stop" at every
+# profile and, on CPU-only machines, "ERROR ... gpuGetDeviceCount failed"; level 6 silences it. Kineto reads
+# this once, when a process first profiles: set here, before any profile of a process that measures.
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 
 def sync(device: torch.device) -> None:

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-__all__ = ["SpRow", "GRIDS", "CommTimer", "run_benchmark", "main"]
+__all__ = ["SpRow", "GRIDS", "CommTimer", "run_benchmark", "perf_section", "main"]
 
 # the model: a scaled-down Wan block stack (head_dim 64 as in Wan2.1-1.3B's 1536 / 12 = 128 halved)
 MODEL = {"dim": 256, "ffn_dim": 1024, "num_heads": 4, "num_layers": 4, "text_dim": 64, "text_len": 16, "freq_dim": 64,
@@ -214,7 +214,7 @@ def run_benchmark(quick: bool = False, repeats: Optional[int] = None, timeout_s:
 
 def write_report(rows: list[SpRow], out_dir: str, settings: dict[str, Any]) -> tuple[str, str]:
     """``sp_bench.md`` and ``sp_bench.json`` in ``out_dir``; returns their paths."""
-    from eval.perf.report import rows_markdown
+    from eval.perf.cli import rows_markdown
     from fourd.weights import atomic_write_bytes
 
     os.makedirs(out_dir, exist_ok=True)
@@ -232,6 +232,12 @@ def describe(quick: bool) -> dict[str, Any]:
     return {"model": f"dim {MODEL['dim']}, {MODEL['num_heads']} heads, {MODEL['num_layers']} layers, backend {MODEL['attention_backend']}",
             "grid": f"{V} views x {T} latent frames x {h // 2}x{w // 2} tokens", "repeats": 2 if quick else 5,
             "engine": "DeepSpeed ZeRO-2, fp32, gloo"}
+
+def perf_section(quick: bool, device: str, work: str) -> tuple[str, list[dict[str, Any]]]:
+    """``python -m eval.perf``'s section (CPU ranks whatever ``device``; ``work`` unused)."""
+    settings = ", ".join(f"{k}: {v}" for k, v in describe(quick).items())
+    return f"Sequence parallelism (Ulysses) on CPU ranks, one core per rank ({settings})", [asdict(r) for r in run_benchmark(quick)]
+
 
 
 def main(argv: Optional[list[str]] = None) -> list[SpRow]:

@@ -10,7 +10,7 @@ import statistics
 
 from fourd.train.observe import read_metrics
 
-__all__ = ["summarise", "main"]
+__all__ = ["summarise", "perf_section", "main"]
 
 
 def summarise(run_dir: str, skip: int = 2) -> dict[str, float]:
@@ -24,6 +24,31 @@ def summarise(run_dir: str, skip: int = 2) -> dict[str, float]:
         "samples_per_s": statistics.mean(r["samples_per_s"] for r in rows),
         "tokens_per_s": statistics.mean(r["tokens_per_s"] for r in rows),
     }
+
+
+def perf_section(quick: bool, device: str, work: str) -> tuple[str, list[dict]]:
+    """``python -m eval.perf``'s section: a few plain-engine steps of the tiny video and reconstructor tasks
+    (:func:`fourd.train.hydra_app.run_task` into ``work``), summarised by :func:`summarise`."""
+    import os
+
+    from eval.ablations import compose_training
+    from eval.perf.cli import Progress
+    from fourd.train.hydra_app import run_task
+    from recon.train_task import ReconTask
+    from video4d.train_task import VideoTask
+
+    steps = 6 if quick else 20
+    common = ["launcher=plain", f"train.steps={steps}", "train.checkpoint_every=0", "train.export=none", "train.progress=false"]
+    tasks = (("video4d (tiny DiT)", "train_video4d", VideoTask), ("recon (tiny-4d, dynamic)", "train_recon", ReconTask))
+    progress, rows = Progress("train", len(tasks), quick), []
+    for name, config, task in tasks:
+        extra = ["stage=dynamic", "scene_export.enabled=false", "loss.lpips_weight=0"] if config == "train_recon" else []
+        cfg = compose_training(config, common + extra)
+        run_dir = os.path.join(work, config)
+        run_task(cfg, lambda env, c=cfg, t=task: t(c, env), run_dir)
+        rows.append({"task": name, **summarise(run_dir, skip=2)})
+        progress.step(f"{name}: {rows[-1]['s_per_step']:.3f} s/step")
+    return f"Training throughput ({steps} steps, first 2 left out, plain engine)", rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -202,11 +202,14 @@ class DeepSpeedEngine(Engine):
                  sequence_parallel: int = 1):
         import deepspeed
 
+        from fourd.train.deepspeed_ops import announce_jit_builds
+
         self.cfg, self.device, self.dtype, self.accumulation = cfg, device, dtype, cfg.accumulation
         config = _fill_ds_config(ds_config, cfg, micro_batch, dtype)
         params = _trainable(module)
         optimizer = _adamw(params, cfg)
         scheduler = build_lr_scheduler(optimizer, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio, cfg.lr_schedule)
+        announce_jit_builds(device)  # a CPU run may JIT-compile DeepSpeed's shm op first: say so (fourd/train/deepspeed_ops.py)
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
         mpu, self.grad_scale = _sequence_parallel_mpu(sequence_parallel, config)
         self.ds, _, _, _ = deepspeed.initialize(model=module.to(device), optimizer=optimizer, lr_scheduler=scheduler, config=config, mpu=mpu)

@@ -22,6 +22,7 @@ from fourd.preflight import argv_problem
 from fourd.train.distributed import DistEnv, dist_env, init_distributed, shared_run_stamp, strip_local_rank_args
 from fourd.train.engine import OptimConfig, build_engine, resolve_precision
 from fourd.train.loop import DebugConfig, LoopConfig, Task, TrainResult, train
+from fourd.train.publish import check_publish_target, publish_export
 
 __all__ = ["prepare_launch", "typed", "run_task"]
 
@@ -53,7 +54,9 @@ def typed(cls: Type[T], node: DictConfig, **extra) -> T:
 
 
 def run_task(cfg: DictConfig, make_task: Callable[[DistEnv], Task], run_dir: str) -> TrainResult:
-    """Train ``make_task(env)`` as configured; rank 0 writes ``<run_dir>/result.json`` at the end."""
+    """Train ``make_task(env)`` as configured; rank 0 writes ``<run_dir>/result.json`` at the end and,
+    with ``publish_to`` set, copies the full export there (:mod:`fourd.train.publish`)."""
+    check_publish_target(cfg)  # before any model is built: an existing target fails now, not after training
     loop_cfg = typed(LoopConfig, cfg.train)
     env = dataclasses.replace(init_distributed(), sequence_parallel=loop_cfg.sequence_parallel)
     debug = typed(DebugConfig, cfg.debug)
@@ -75,4 +78,5 @@ def run_task(cfg: DictConfig, make_task: Callable[[DistEnv], Task], run_dir: str
         with open(os.path.join(run_dir, "result.json"), "w") as f:
             json.dump(summary, f, indent=1)
         log.info("training finished at step %d (%d skipped); exports: %s", result.step, result.skipped_steps, result.exports)
+        publish_export(cfg, result.exports)
     return result

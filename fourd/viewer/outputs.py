@@ -30,7 +30,8 @@ from fourd.data.scene_io import open_scene
 from fourd.formats import load_ply
 from fourd.rotations import matrix_to_quat_wxyz, quat_wxyz_to_matrix
 
-__all__ = ["OutputFiles", "find_outputs", "splats_for_viewer", "camera_frusta", "frustum_images", "read_image", "format_value", "flatten_summary"]
+__all__ = ["OutputFiles", "find_outputs", "splats_for_viewer", "camera_frusta", "opening_view", "frustum_images", "read_image",
+           "format_value", "flatten_summary"]
 
 _PLY = re.compile(r"^gaussians_t(\d{4,})\.ply$")
 _VIEW_VIDEO = re.compile(r"^view_(\d+)\.mp4$")
@@ -152,6 +153,48 @@ def camera_frusta(cameras: dict) -> list[dict]:
          "fov": 2 * math.atan(H / (2 * float(fy[v]))) if float(fy[v]) > 0 else math.radians(60), "aspect": W / H}
         for v in range(ext.shape[0])
     ]
+
+
+def opening_view(cameras: Optional[dict], centers: np.ndarray) -> dict:
+    """Where the viewer opens: looking through input camera 0, framed on the Gaussians it sees.
+
+    ``cameras`` is a :func:`fourd.formats.load_cameras_json` dict (or ``None``), ``centers [N, 3]``
+    the Gaussian centres of timestep 0 (world units). With cameras: camera 0's centre, viewing
+    direction (``+z``), up (``-y``) and vertical field of view ``2 atan(H / 2 fy)``; the orbit centre
+    ``look_at`` lies on camera 0's axis at ``focus``, the median camera-z of the Gaussians inside
+    camera 0's image (so far-off or stray Gaussians move neither it nor the frusta's size; the
+    median of all Gaussians in front, or 1, when none is inside). Without cameras: from ``-z``
+    towards the middle of the 5th-95th percentile box of the centres, at twice their 90th-percentile
+    radius. ``near = 0.1 focus`` (clips camera 0's own frustum, drawn ``0.05 focus`` deep) and
+    ``far = 1000 focus``.
+
+    Returns ``{"position", "look_at", "up"}`` (world, float64 ``[3]``), ``"fov"`` (radians),
+    ``"near"``, ``"far"``, ``"focus"`` (world units).
+    """
+    centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
+    centers = centers[np.isfinite(centers).all(1)]
+    if cameras is None:
+        mid = np.percentile(centers, [5, 95], axis=0).mean(0) if len(centers) else np.zeros(3)
+        radius = float(np.percentile(np.linalg.norm(centers - mid, axis=1), 90)) if len(centers) else 1.0
+        focus = 2.0 * radius if np.isfinite(radius) and radius > 0 else 2.0
+        eye, forward, up, fov = mid - np.array([0.0, 0.0, focus]), np.array([0.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0]), math.radians(60)
+    else:
+        ext = cameras["extrinsics"][0].double().numpy()  # [3, 4] camera-from-world
+        K = cameras["intrinsics"][0].double().numpy()
+        W, H = float(cameras["width"]), float(cameras["height"])
+        R, t = ext[:, :3], ext[:, 3]
+        eye, forward, up = -R.T @ t, R[2], -R[1]  # world-from-camera columns: R's rows
+        cam = centers @ R.T + t  # [N, 3] camera coordinates
+        z = cam[:, 2]
+        front = z > 1e-9
+        u = K[0, 0] * cam[front, 0] / z[front] + K[0, 2]
+        v = K[1, 1] * cam[front, 1] / z[front] + K[1, 2]
+        inside = z[front][(u >= 0) & (u < W) & (v >= 0) & (v < H)]
+        depths = inside if len(inside) else z[front]
+        focus = float(np.median(depths)) if len(depths) else 1.0
+        fov = 2 * math.atan(H / (2 * K[1, 1])) if K[1, 1] > 0 else math.radians(60)
+    return {"position": eye, "look_at": eye + focus * forward, "up": up, "fov": fov, "near": 0.1 * focus, "far": 1000.0 * focus,
+            "focus": focus}
 
 
 def _downscale(image: np.ndarray, max_side: int) -> np.ndarray:

@@ -7,7 +7,7 @@ VGGT's demo uses it for its point clouds. The viewer shows:
 - the per-timestep Gaussians (one splat node per ``gaussians_t*.ply``, only timestep ``t`` visible),
   a "timestep" slider, a play/pause button and an fps slider;
 - the cameras of ``cameras.json`` as frusta, textured with the frame of that view at timestep
-  ``t`` from ``scene/`` when present;
+  ``t`` from ``scene/`` when present; the browser opens looking through camera 0;
 - ``grid.png`` and the settings of ``summary.json`` in the side panel.
 
 The world is the reconstructor's (OpenCV axes: y down), so the viewer's up direction is ``-y``.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import signal
 import socket
 import threading
@@ -25,20 +26,11 @@ import numpy as np
 import viser
 
 from fourd.formats import load_cameras_json
-from fourd.viewer.outputs import OutputFiles, camera_frusta, find_outputs, flatten_summary, frustum_images, read_image, splats_for_viewer
+from fourd.viewer.outputs import (OutputFiles, camera_frusta, find_outputs, flatten_summary, frustum_images, opening_view, read_image,
+                                  splats_for_viewer)
 from fourd.weights import atomic_write_bytes
 
 __all__ = ["Viewer", "write_splat_page"]
-
-
-def _scene_extent(centers: np.ndarray) -> tuple[np.ndarray, float]:
-    """Robust centre (middle of the 5th-95th percentile box) and radius (90th percentile distance
-    from it) of points ``[N, 3]``."""
-    if len(centers) == 0:
-        return np.zeros(3), 1.0
-    mid = np.percentile(centers, [5, 95], axis=0).mean(0)
-    radius = float(np.percentile(np.linalg.norm(centers - mid, axis=1), 90))
-    return mid, radius if np.isfinite(radius) and radius > 0 else 1.0
 
 
 class Viewer:
@@ -50,6 +42,10 @@ class Viewer:
         host: interface to bind, ``127.0.0.1`` (this machine only) by default.
         port: TCP port; viser moves to the next free one when it is taken (see :attr:`port`).
         fps: initial playback speed in timesteps per second, in [0.5, 30].
+
+    Attributes:
+        opening_view: where every browser opens (:func:`fourd.viewer.outputs.opening_view`): through
+            input camera 0 at timestep 0, framed on the Gaussians it sees.
     """
 
     def __init__(self, out_dir: str, host: str = "127.0.0.1", port: int = 8080, fps: float = 4.0) -> None:
@@ -103,25 +99,22 @@ class Viewer:
             self._splats.append(scene.add_gaussian_splats(f"/gaussians/t{t:04d}", **splats, visible=t == 0))
             if t == 0:
                 centers = splats["centers"]
-        mid, radius = _scene_extent(centers)
         if files.scene is not None:
             self._images = frustum_images(files.url(files.scene), max(len(files.plys), 1))
-        frusta = camera_frusta(load_cameras_json(files.url(files.cameras))) if files.cameras is not None else []
-        if frusta:
-            eye = frusta[0]["position"]
-            if len(centers) == 0:
-                mid = eye + 2.0 * radius * _forward(frusta[0]["wxyz"])
-        else:
-            eye = mid - np.array([0.0, 0.0, 2.0 * radius])
-        depth = float(np.linalg.norm(mid - eye)) or radius  # distance from camera 0 to the scene: sizes the frusta
-        for v, f in enumerate(frusta):
+        cameras = load_cameras_json(files.url(files.cameras)) if files.cameras is not None else None
+        view = opening_view(cameras, centers)
+        self.opening_view = view
+        focus = view["focus"]
+        for v, f in enumerate(camera_frusta(cameras) if cameras is not None else []):
             image = None if self._images is None or v >= len(self._images) else self._images[v, 0]
+            # viser sizes a frustum by its volume: depth = scale / cbrt(tan(fov / 2)^2 aspect / 3); make it 0.05 focus deep
+            scale = 0.05 * focus * (math.tan(f["fov"] / 2) ** 2 * f["aspect"] / 3) ** (1 / 3)
             self._frusta.append(scene.add_camera_frustum(
-                f"/cameras/view_{v}", fov=f["fov"], aspect=f["aspect"], scale=0.07 * depth, thickness=0.004 * depth,
+                f"/cameras/view_{v}", fov=f["fov"], aspect=f["aspect"], scale=scale, thickness=0.003 * focus,
                 image=image, wxyz=f["wxyz"], position=f["position"], color=(70, 70, 70)))
-        cam = self.server.initial_camera
-        cam.position = tuple(eye + 1.0 * (eye - mid) - np.array([0.0, 0.3 * depth, 0.0]))  # behind and above camera 0 (up is -y)
-        cam.look_at = tuple(mid)
+        cam = self.server.initial_camera  # through camera 0 (see opening_view); "Reset View" returns here
+        cam.position, cam.look_at, cam.up = tuple(view["position"]), tuple(view["look_at"]), tuple(view["up"])
+        cam.fov, cam.near, cam.far = view["fov"], view["near"], view["far"]
 
         T = self.num_timesteps
         with gui.add_folder("Time"):
@@ -195,12 +188,6 @@ class Viewer:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             self.stop()
-
-
-def _forward(wxyz: np.ndarray) -> np.ndarray:
-    """The camera's viewing direction (+z of OpenCV camera axes) in world coordinates."""
-    w, x, y, z = (float(a) for a in wxyz)
-    return np.array([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)])
 
 
 def write_splat_page(out_dir: str, filename: str = "splats.html", fps: float = 4.0) -> Optional[str]:

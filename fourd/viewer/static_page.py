@@ -46,10 +46,10 @@ def _is_record_list(value: Any) -> bool:
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-img.grid { max-width: 100%; image-rendering: pixelated; border: 1px solid #ccc; }
+img.grid { width: 100%; max-width: 960px; image-rendering: pixelated; border: 1px solid #ccc; }
 .videos { display: flex; flex-wrap: wrap; gap: 16px; }
 figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; }
-video { max-width: 420px; border: 1px solid #ccc; }
+video { width: 320px; max-width: 100%; image-rendering: pixelated; border: 1px solid #ccc; background: #000; }
 iframe.splats { width: 100%; max-width: 960px; height: 540px; border: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 8px 0; } caption { text-align: left; font-weight: 600; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size: 0.9em; }

@@ -269,11 +269,10 @@ def exported_vae(weights: str, device: str = "cpu") -> WanVAE:
 
 def train_and_evaluate(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     """``mode=train``: train (:class:`VAETask` through :func:`fourd.train.hydra_app.run_task`), export,
-    copy the export to ``copy_to`` (if set) and evaluate it into ``<run_dir>/eval``;
+    (run_task publishes it to ``publish_to`` when set) and evaluate it into ``<run_dir>/eval``;
     ``mode=eval``: evaluate ``vae_weights``. Returns the evaluation (:func:`evaluate_vae`; empty on ranks > 0)."""
     from fourd.train.distributed import dist_env
     from fourd.train.hydra_app import run_task
-    from fourd.weights import atomic_write_bytes
 
     if cfg.mode == "eval":
         if not cfg.vae_weights:
@@ -287,10 +286,6 @@ def train_and_evaluate(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
         if not full:
             raise ValueError("train_vae needs train.export=full to export and evaluate the VAE")
         weights = full[0]
-        if cfg.copy_to:
-            with open(weights, "rb") as f:
-                atomic_write_bytes(cfg.copy_to, f.read())
-            log.info("copied the VAE to %s", cfg.copy_to)
     else:
         raise ValueError(f"unknown mode {cfg.mode!r}; use 'train' or 'eval'")
     result = evaluate_vae(exported_vae(weights), cfg, os.path.join(run_dir, "eval"))
