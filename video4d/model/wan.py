@@ -152,7 +152,17 @@ class WanDiT4D(nn.Module):
         emb = emb.unflatten(2, (V, T)).permute(0, 2, 3, 4, 5, 1)
         return grid.flatten(emb)
 
-    def _add_reference(self, x: torch.Tensor, reference: ReferenceLatents, grid: GridShape, shape: torch.Size) -> torch.Tensor:
+    def _add_reference(self, x: torch.Tensor, reference: Optional[ReferenceLatents], grid: GridShape, latents: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the patch embeddings of the reference latents at the reference cells.
+
+        Without a reference the embedding of all-zero latents is computed and discarded (every token
+        keeps ``x`` exactly): ``patch_embedding`` runs twice in every forward, whatever the sample, so
+        that all ranks of a ZeRO-3 run issue the same parameter gathers (a rank whose micro-batch drew
+        no reference would otherwise skip one and deadlock the others).
+        """
+        if reference is None:
+            reference = ReferenceLatents(torch.zeros_like(latents), torch.zeros(latents.shape[:3], dtype=torch.bool, device=latents.device))
+        shape = latents.shape
         if reference.latents.shape != shape:
             raise ValueError(f"reference latents {list(reference.latents.shape)} must match the noisy latents {list(shape)}")
         cells = reference.cell_mask()
@@ -199,9 +209,7 @@ class WanDiT4D(nn.Module):
         Returns float32 ``[B, V, T, out_dim, h, w]``.
         """
         grid = self._check_inputs(latents, timestep, context)
-        x = self.embed_patches(latents, grid)
-        if reference is not None:
-            x = self._add_reference(x, reference, grid, latents.shape)
+        x = self._add_reference(self.embed_patches(latents, grid), reference, grid, latents)
         x = x.float()
         e, e0 = self.embed_time(timestep)
         text = self.embed_text(context)
