@@ -357,12 +357,13 @@ class WeightsFile:
 
     def flat_slice(self, key: str, start: int, stop: int) -> torch.Tensor:
         """Elements ``[start, stop)`` of the flattened tensor ``key``, 1-D, reading only their bytes."""
+        shape = tuple(self._state[key].shape) if self._state is not None else self._entries[key][2]
+        if not 0 <= start <= stop <= math.prod(shape):
+            raise IndexError(f"slice [{start}, {stop}) outside tensor {key!r} of shape {list(shape)} in {self.url}")
         if self._state is not None:
             return self._state[key].reshape(-1)[start:stop]
         path, dtype, shape, begin, end = self._entries[key]
         itemsize = torch.empty((), dtype=dtype).element_size()
-        if not 0 <= start <= stop <= math.prod(shape):
-            raise IndexError(f"slice [{start}, {stop}) outside tensor {key!r} of shape {list(shape)} in {self.url}")
         with self._fs.open(path, "rb") as f:
             f.seek(begin + start * itemsize)
             data = f.read((stop - start) * itemsize)
