@@ -69,6 +69,25 @@ def test_zero3_finishes_and_equals_zero2(zero3_run, case):
 
 
 @pytest.mark.deepspeed
+def test_offload_equals_zero2(zero3_run):
+    _, results = zero3_run
+    runs = results["dit_self_attn"]
+    if "zero3_offload_cpu_adam" not in runs:
+        print("DeepSpeed's CPU Adam op is not built in TORCH_EXTENSIONS_DIR: only torch AdamW on offloaded states was run")
+    for name in (k for k in runs if k.startswith("zero3_offload")):
+        assert list(runs[name].values()) == pytest.approx(list(runs["zero2"].values()), rel=1e-5), name
+
+
+@pytest.mark.deepspeed
+def test_memory_plan_matches_the_measured_peak_on_two_ranks(zero3_run):
+    from tests.test_memory_plan import CHECKED, check_rows
+
+    _, results = zero3_run
+    assert len(results["memory"]) == len(CHECKED)  # rank 0's rows (rank 1 measures too)
+    check_rows(results["memory"])
+
+
+@pytest.mark.deepspeed
 def test_zero3_build_is_partitioned_resume_is_exact_and_export_equals_zero2(zero3_run):
     out, results = zero3_run
     assert results["held_fraction"] == pytest.approx(0.5, abs=0.01)  # each rank holds half of every parameter
@@ -93,3 +112,41 @@ def test_zero3_build_is_partitioned_resume_is_exact_and_export_equals_zero2(zero
     assert set(trainable3) == moved and all(torch.equal(trainable3[k], full3[k]) for k in moved)
     assert all(torch.equal(full3[k], init[k]) for k in full3 if k not in moved)  # frozen: untouched
     assert any(not torch.equal(full3[k], init[k]) for k in moved)
+
+
+def _compose(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("train_video4d", overrides=["train.progress=false", *overrides])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["deepspeed.zero_optimization.stage=4"], "deepspeed.zero_optimization.stage=4 is not supported: allowed 0, 1, 2, 3"),
+    (["deepspeed=zero2", "+deepspeed.zero_optimization.offload_param.device=cpu"],
+     "deepspeed.zero_optimization.offload_param.device=cpu needs deepspeed.zero_optimization.stage >= 3 (got 2): allowed stages 3"),
+    (["deepspeed=zero3_offload", "deepspeed.zero_optimization.offload_optimizer.device=disk"],
+     "deepspeed.zero_optimization.offload_optimizer.device='disk' is not supported: allowed none, cpu, nvme"),
+    (["deepspeed=zero3_offload", "deepspeed.zero_optimization.offload_param.device=nvme"],
+     "deepspeed.zero_optimization.offload_param.device=nvme needs deepspeed.zero_optimization.offload_param.nvme_path"),
+    (["launcher.precision=fp16"], "launcher.precision='fp16' is not supported: allowed auto, bf16, fp32"),
+    (["+deepspeed.fp16.enabled=true"], "deepspeed.fp16.enabled=true is not supported"),
+    (["launcher.engine=megatron"], "launcher.engine='megatron' is not supported: allowed plain, deepspeed"),
+])
+def test_settings_the_run_cannot_honour_fail_before_any_model(tmp_path, overrides, message):
+    from fourd.train.hydra_app import run_task
+
+    def no_task(env):
+        raise AssertionError("the task (and its model) must not be built")
+
+    with pytest.raises(ValueError) as info:
+        run_task(_compose(*overrides), no_task, str(tmp_path))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_bf16_without_a_cuda_gpu_is_refused(tmp_path):
+    from fourd.train.hydra_app import run_task
+
+    with pytest.raises(ValueError, match="launcher.precision=bf16 needs a CUDA GPU with bf16 support.*allowed on this machine: auto, fp32"):
+        run_task(_compose("launcher.precision=bf16"), None, str(tmp_path))

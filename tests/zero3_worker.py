@@ -5,9 +5,11 @@ reference) and ZeRO-3 for 20 steps, both through :func:`fourd.train.hydra_app.ru
 tiny configs, default sampling probabilities, activation checkpointing on and
 ``stage3_param_persistence_threshold: 0``. Cases: the DiT with self-attention trainable (weights from
 a seeded file) and with every parameter trainable, the reconstructor's static and dynamic stages
-(the static one from a weights file). The DiT self-attention case is also stopped after 2 ZeRO-3
-steps and resumed to 4 (exact resume) with exports, and its ZeRO-3 build is inspected: every
-parameter partitioned, this rank holding about half of the elements.
+(the static one from a weights file). The DiT self-attention case also runs 4 steps with optimizer
+and parameter offload (torch AdamW on the host partitions; and DeepSpeed's CPU Adam when its op is
+built already), is stopped after 2 ZeRO-3 steps and resumed to 4 (exact resume) with exports, and
+its ZeRO-3 build is inspected: every parameter partitioned, this rank holding half of the elements.
+Last, the memory planner's predicted peak is measured on 2 ranks (tests/test_memory_plan.py's settings).
 
 Usage: ``torchrun --nproc_per_node 2 tests/zero3_worker.py OUT_DIR``; rank 0 writes
 ``OUT_DIR/results.json``.
@@ -119,10 +121,19 @@ def main(out: Path) -> None:
             "zero3": _run(app, [*COMMON, *extra, "deepspeed=zero3", f"train.steps={STEPS}"], out / f"{name}_zero3"),
         }
     app, extra = cases["dit_self_attn"]
+    offload = {"zero3_offload_torch_adamw": ["deepspeed=zero3_offload", "++deepspeed.zero_force_ds_cpu_optimizer=false"]}
+    if (Path(os.environ.get("TORCH_EXTENSIONS_DIR", "")) / "cpu_adam" / "cpu_adam.so").is_file():  # built already: no 1-min JIT build here
+        offload["zero3_offload_cpu_adam"] = ["deepspeed=zero3_offload_optimizer"]
+    for name, settings in offload.items():
+        results["dit_self_attn"][name] = _run(app, [*COMMON, *extra, *settings, f"train.steps={REF_STEPS}"], out / f"dit_self_attn_{name}")
     resumed = out / "dit_self_attn_zero3_resumed"
     _run(app, [*COMMON, *extra, "deepspeed=zero3", "train.steps=2"], resumed)
     results["dit_self_attn"]["zero3_resumed"] = _run(app, [*COMMON, *extra, "deepspeed=zero3", "train.steps=4", "train.export=both"], resumed)
     results["held_fraction"] = _held_fraction(out)
+    from eval.perf.memory_check import check
+    from tests.test_memory_plan import CHECKED
+
+    results["memory"] = check([[*cfg, "dp=2"] for cfg in CHECKED])
     results["seconds"] = SECONDS
     if env.is_main:
         (out / "results.json").write_text(json.dumps(results, indent=1))
