@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import posixpath
 import uuid
 from typing import Any, Callable, Iterable, Mapping, Optional
@@ -30,8 +32,11 @@ __all__ = [
     "config_from_metadata",
     "write_safetensors",
     "check_state_dict",
+    "model_shapes",
     "load_into",
     "atomic_write_bytes",
+    "WeightsFile",
+    "SafetensorsWriter",
 ]
 
 
@@ -268,6 +273,16 @@ def _name_list(keys: Iterable[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def model_shapes(module: torch.nn.Module) -> dict[str, torch.Size]:
+    """``{state-dict key: full shape}`` of ``module``'s parameters and persistent buffers; a ZeRO-3
+    partitioned parameter holds an empty tensor, its full shape is its ``ds_shape``."""
+    shapes = {k: v.shape for k, v in module.state_dict(keep_vars=True).items()}
+    for name, param in module.named_parameters():
+        if hasattr(param, "ds_shape") and name in shapes:
+            shapes[name] = param.ds_shape
+    return shapes
+
+
 def check_state_dict(
     module: torch.nn.Module,
     state: Mapping[str, torch.Tensor],
@@ -281,10 +296,10 @@ def check_state_dict(
     ``allow_missing(key)``, every unexpected key and every shape mismatch.
     Returns ``(missing, unexpected)`` otherwise (``unexpected`` is then empty).
     """
-    own = module.state_dict()
+    own = model_shapes(module)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    bad_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    bad_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k])}" for k in own if k in state and state[k].shape != own[k]]
     hard_missing = [k for k in missing if not (allow_missing and allow_missing(k))]
     if hard_missing or unexpected or bad_shape:
         parts = [f"{source} does not match {type(module).__name__}:"]
@@ -325,3 +340,161 @@ def load_into(
     usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     module.load_state_dict(usable, strict=False, assign=assign)
     return missing, unexpected
+
+
+# ------------------------------------------------------------------------------ lazy, per-tensor reading
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+              "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+              "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+class WeightsFile:
+    """A weights file opened for reading one tensor, or one slice of one, at a time.
+
+    ``url``: as :func:`read_state_dict` (a ``.safetensors`` file, a sharded checkpoint's
+    ``*.safetensors.index.json`` or a directory holding one, or a ``.pt``/``.pth``/``.bin`` file).
+    Safetensors are never read whole: the headers give every key's shape, dtype and byte range, and
+    :meth:`tensor` / :meth:`flat_slice` read only the bytes asked for (through fsspec), so a rank
+    that fills its shard of a ZeRO-3 model reads only its own slices. ``.pt`` files are memory-mapped
+    when local (``torch.load(mmap=True, weights_only=True)``: pages are read when touched) and read
+    whole otherwise (convert them to safetensors for sharded loading from remote storage).
+    """
+
+    def __init__(self, url: str, what: str = "weights file"):
+        self.url, self.what = url, what
+        fs, path = _fs(url)
+        if not fs.exists(path):
+            raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
+        self._fs = fs
+        self._entries: dict[str, tuple[str, torch.dtype, tuple[int, ...], int, int]] = {}  # key -> (file, dtype, shape, begin, end)
+        self._state: Optional[dict[str, torch.Tensor]] = None
+        found = _find_index(fs, path)
+        if found is not None and found.endswith(".index.json"):
+            with fs.open(found, "rb") as f:
+                shards = sorted(set(json.loads(f.read())["weight_map"].values()))
+            for shard in shards:
+                self._read_header(posixpath.join(posixpath.dirname(found), shard))
+        elif (found or path).endswith(".safetensors"):
+            self._read_header(found or path)
+        else:
+            self._state = self._load_pt(found or path)
+
+    @classmethod
+    def of(cls, weights: "str | Mapping[str, torch.Tensor] | WeightsFile", what: str = "weights file") -> "WeightsFile":
+        """``weights`` as a :class:`WeightsFile`: a URL is opened, an in-memory state dict wrapped."""
+        if isinstance(weights, WeightsFile):
+            return weights
+        if isinstance(weights, str):
+            return cls(weights, what)
+        out = cls.__new__(cls)
+        out.url, out.what, out._entries, out._state = "state dict", what, {}, dict(weights)
+        return out
+
+    def _read_header(self, path: str) -> None:
+        with self._fs.open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            if info["dtype"] not in _ST_DTYPES:
+                raise ValueError(f"{self.what} {path}: tensor {key!r} has dtype {info['dtype']}, which torch cannot read")
+            begin, end = info["data_offsets"]
+            self._entries[key] = (path, _ST_DTYPES[info["dtype"]], tuple(info["shape"]), 8 + size + begin, 8 + size + end)
+
+    def _load_pt(self, path: str) -> dict[str, torch.Tensor]:
+        local = "file" in (self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,))
+        if local:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        else:
+            import io
+
+            with self._fs.open(path, "rb") as f:
+                obj = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+        for wrapper in ("state_dict", "model", "module"):
+            if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+                obj = obj[wrapper]
+        return dict(obj)
+
+    def keys(self) -> list[str]:
+        """Every tensor key of the file(s)."""
+        return list(self._state if self._state is not None else self._entries)
+
+    def meta(self) -> dict[str, torch.Tensor]:
+        """``{key: meta tensor}`` with each stored shape and dtype (for key and shape checks; nothing is read)."""
+        if self._state is not None:
+            return {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in self._state.items()}
+        return {k: torch.empty(shape, dtype=dtype, device="meta") for k, (_, dtype, shape, _, _) in self._entries.items()}
+
+    def tensor(self, key: str) -> torch.Tensor:
+        """The stored tensor ``key`` (its own dtype, on the CPU)."""
+        if self._state is not None:
+            return self._state[key]
+        shape = self._entries[key][2]
+        return self.flat_slice(key, 0, math.prod(shape)).reshape(shape)
+
+    def flat_slice(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``[start, stop)`` of the flattened tensor ``key``, 1-D, reading only their bytes."""
+        shape = tuple(self._state[key].shape) if self._state is not None else self._entries[key][2]
+        if not 0 <= start <= stop <= math.prod(shape):
+            raise IndexError(f"slice [{start}, {stop}) outside tensor {key!r} of shape {list(shape)} in {self.url}")
+        if self._state is not None:
+            return self._state[key].reshape(-1)[start:stop]
+        path, dtype, shape, begin, end = self._entries[key]
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        with self._fs.open(path, "rb") as f:
+            f.seek(begin + start * itemsize)
+            data = f.read((stop - start) * itemsize)
+        if len(data) != (stop - start) * itemsize:
+            raise ValueError(f"{self.what} {path} is truncated: tensor {key!r} needs bytes up to {end}")
+        if not data:
+            return torch.empty(0, dtype=dtype)
+        return torch.frombuffer(bytearray(data), dtype=dtype)
+
+
+class SafetensorsWriter:
+    """One safetensors file written tensor by tensor, so that a model is saved without ever being held
+    whole: ``specs`` names every tensor's key, shape and dtype up front (the header comes first),
+    then :meth:`write` is called once per key in that order and :meth:`close` moves the finished
+    file into place (written under a temporary name, flushed and fsynced when local, then renamed)."""
+
+    def __init__(self, url: str, specs: Iterable[tuple[str, Iterable[int], torch.dtype]], metadata: Optional[dict[str, str]] = None):
+        names = {v: k for k, v in _ST_DTYPES.items()}
+        header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+        self._order: list[tuple[str, tuple[int, ...], torch.dtype]] = []
+        offset = 0
+        for key, shape, dtype in specs:
+            shape = tuple(int(s) for s in shape)
+            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            header[key] = {"dtype": names[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+            self._order.append((key, shape, dtype))
+            offset += size
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)
+        self.url = url
+        self._fs, path = _fs(url)
+        parent = posixpath.dirname(path)
+        if parent:
+            self._fs.makedirs(parent, exist_ok=True)
+        self._path, self._tmp = path, f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        self._file = self._fs.open(self._tmp, "wb")
+        self._file.write(len(blob).to_bytes(8, "little") + blob)
+        self._next = 0
+
+    def write(self, key: str, tensor: torch.Tensor) -> None:
+        """Append tensor ``key`` (the next one in ``specs``; its shape and dtype must match)."""
+        want_key, shape, dtype = self._order[self._next]
+        if key != want_key or tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise ValueError(f"{self.url}: expected {want_key} {list(shape)} {dtype} next, got {key} {list(tensor.shape)} {tensor.dtype}")
+        self._file.write(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        self._next += 1
+
+    def close(self) -> None:
+        """Finish the file (every tensor must have been written) and move it into place."""
+        if self._next != len(self._order):
+            raise ValueError(f"{self.url}: {len(self._order) - self._next} tensors were not written")
+        self._file.flush()
+        if hasattr(self._file, "fileno"):
+            os.fsync(self._file.fileno())
+        self._file.close()
+        self._fs.mv(self._tmp, self._path)

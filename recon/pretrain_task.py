@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
 from fourd.data.loader import SampleKey, TaskData
+from fourd.sharded import Placement
 from fourd.train.distributed import DistEnv
 from recon.geometry import cameras_to_pose_encoding, pose_encoding_to_cameras, unproject_depth
 from recon.train_task import LOADER_KEYS, normalize_ground_truth, select_trainable
@@ -115,9 +116,10 @@ class BaseTask:
         self.model_config: dict[str, Any] = {}
 
     # ---------------------------------------------------------------------------- loop protocol
-    def build_model(self) -> nn.Module:
-        """The reconstructor of ``recon_model`` (seeded init, identical on all ranks), all trainable
-        unless ``recon_model.trainable`` says otherwise. Needs the camera, depth and point heads."""
+    def build_model(self, placement: Optional[Placement] = None) -> nn.Module:
+        """The reconstructor of ``recon_model`` (seeded init, identical on all ranks; built as the
+        engine's ``placement`` says), all trainable unless ``recon_model.trainable`` says otherwise.
+        Needs the camera, depth and point heads."""
         from recon.model import load_reconstructor
 
         node = OmegaConf.to_container(self.cfg.recon_model, resolve=True)
@@ -125,7 +127,7 @@ class BaseTask:
         self.model_config = node
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loader["init_seed"])
-            model = load_reconstructor(node, weights=loader["weights"])
+            model = load_reconstructor(node, weights=loader["weights"], placement=placement)
         missing = [h for h in ("camera_head", "depth_head", "point_head") if getattr(model, h) is None]
         if missing:
             raise ValueError(f"base pretraining supervises the camera, depth and point heads; recon_model disables {missing} "

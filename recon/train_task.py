@@ -45,6 +45,7 @@ from torchvision.utils import make_grid
 
 from fourd.data.loader import SampleKey, TaskData
 from fourd.metrics import psnr, ssim
+from fourd.sharded import Placement, numel
 from fourd.train.distributed import DistEnv
 from recon.geometry import cameras_to_pose_encoding, unproject_depth
 from recon.inference import gaussians_in_reference_frame, relative_extrinsics, render_views
@@ -90,7 +91,7 @@ def select_trainable(model: nn.Module, stage: str, trainable: Union[str, Sequenc
     counts = [0, 0]
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith(prefixes))
-        counts[0 if p.requires_grad else 1] += p.numel()
+        counts[0 if p.requires_grad else 1] += numel(p)
     if counts[0] == 0:
         raise ValueError(f"no parameter of the reconstructor matches the trainable prefixes {list(prefixes)}")
     return counts[0], counts[1]
@@ -340,10 +341,11 @@ class ReconTask:
         self.model_config: dict[str, Any] = {}
         self.patch_tokens = 5 + (cfg.recon_data.height // 14) * (cfg.recon_data.width // 14)
 
-    def build_model(self) -> nn.Module:
-        """The reconstructor (``recon_model.weights`` or a seeded init identical on all ranks) with
-        the stage's trainable parameters and the stage's ``geometry.detach_depth`` (Gaussian centres
-        from the detached depth), and the loss on this rank's device."""
+    def build_model(self, placement: Optional[Placement] = None) -> nn.Module:
+        """The reconstructor (``recon_model.weights`` or a seeded init identical on all ranks) built as
+        the engine's ``placement`` says (default: CPU, fp32; ZeRO-3: partitioned at construction),
+        with the stage's trainable parameters and the stage's ``geometry.detach_depth`` (Gaussian
+        centres from the detached depth), and the loss on this rank's device (never partitioned)."""
         from recon.model import load_reconstructor
 
         node = OmegaConf.to_container(self.cfg.recon_model, resolve=True)
@@ -353,7 +355,7 @@ class ReconTask:
         self.model_config = node
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loader["init_seed"])
-            model = load_reconstructor(node, weights=loader["weights"])
+            model = load_reconstructor(node, weights=loader["weights"], placement=placement)
         if model.gaussian_head is None:
             raise ValueError(f"recon_model preset {node.get('preset')!r} has no Gaussian head; use a 4D preset (tiny-4d, vggt-1b-4d)")
         trainable, frozen = select_trainable(model, self.stage, loader["trainable"])

@@ -36,7 +36,7 @@ class ToyTask:
         self.w_true = torch.randn(dim, 1, generator=g)
         self.frames_seen: list[int] = []
 
-    def build_model(self) -> nn.Module:
+    def build_model(self, placement=None) -> nn.Module:
         return nn.Sequential(nn.Linear(self.dim, 16), nn.Dropout(0.1), nn.Linear(16, 1))
 
     def on_step(self, step: int) -> None:

@@ -26,6 +26,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from fourd.data.loader import TaskData
+from fourd.sharded import Placement
 from fourd.train.distributed import DistEnv
 from fourd.train.schedule import StepSchedule
 from video4d.data import VideoBatch, VideoSamples, build_source, collate
@@ -66,9 +67,11 @@ class VideoTask:
         self._dit_config: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- model
-    def build_model(self) -> nn.Module:
-        """The DiT (weights from ``model.weights`` or a seeded init identical on all ranks), trainable
-        parameters chosen by ``model.trainable`` patterns, and the frozen VAE on this rank's device."""
+    def build_model(self, placement: Optional[Placement] = None) -> nn.Module:
+        """The DiT (weights from ``model.weights`` or a seeded init identical on all ranks) built as the
+        engine's ``placement`` says (default: CPU, fp32; ZeRO-3: partitioned at construction, each rank
+        reading its own slices of the weights), trainable parameters chosen by ``model.trainable``
+        patterns, and the frozen VAE (and text encoder) on this rank's device, never partitioned."""
         from video4d import load_dit, load_vae
         from video4d.model import select_trainable
 
@@ -83,7 +86,7 @@ class VideoTask:
             check_sequence_parallel(sp, resolve_config(model_cfg).num_heads)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loader["init_seed"])
-            model = load_dit(model_cfg, weights=loader["weights"], init=loader["init"])
+            model = load_dit(model_cfg, weights=loader["weights"], init=loader["init"], placement=placement)
             self.vae = load_vae(self.cfg.vae.config, weights=self.cfg.vae.weights, device=self.env.device).eval().requires_grad_(False)
         if sp > 1:
             from fourd.train.distributed import sequence_parallel_groups

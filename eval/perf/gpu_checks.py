@@ -1,6 +1,6 @@
 """Every GPU-only check in one run (at most ~10 minutes on one H100 / H200), as one report.
 
-    python -m eval.perf.gpu_checks [--out DIR] [--only attention,gsplat,recon,dit_step] [--budget-s 540]
+    python -m eval.perf.gpu_checks [--out DIR] [--only attention,gsplat,recon,dit_step,sp_step,dit_zero3] [--budget-s 540]
     bash eval/perf/gpu_checks.sh DIR          # the same under `timeout 600`
 
 Checks (:data:`CHECKS`), in order, each skipped with a note once the time budget is spent:
@@ -25,8 +25,14 @@ Checks (:data:`CHECKS`), in order, each skipped with a note once the time budget
   (each GPU alone) and SP = 2 (one grid over both GPUs, nccl) on a ``--sp-grid`` V x T grid: seconds
   per step, speed-up, the all-to-all share (an extra step synchronised around each exchange), peak
   memory per GPU, and the SP = 2 output's max relative difference to SP = 1 (bf16).
+- ``dit_zero3``: one bf16 DeepSpeed ZeRO-3 training step of Wan2.1-1.3B (``--zero3-preset``) built
+  sharded under ``deepspeed.zero.Init`` on this GPU, self-attention trainable, checkpointing, at
+  8 views x 29 frames @ 144x256 (``--zero3-grid``): measured peak memory beside the memory
+  planner's estimate (:mod:`eval.perf.memory_check`, :mod:`eval.perf.memory_plan`).
 
-Without CUDA it writes a report saying so and exits 0. Writes ``gpu_checks.md`` and ``gpu_checks.json``.
+A check whose package is missing (gsplat; flash-attn only drops its row) prints a ``skipped`` line
+and the others run. Without CUDA it writes a report saying so and exits 0. Writes
+``gpu_checks.md`` and ``gpu_checks.json``.
 """
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ import torch
 
 from fourd.weights import atomic_write_bytes
 
-__all__ = ["CHECKS", "PEAK_BF16_TFLOPS", "peak_tflops", "dit_step_flops", "write_report", "parse_args", "main"]
+__all__ = ["CHECKS", "REQUIRES", "PEAK_BF16_TFLOPS", "peak_tflops", "dit_step_flops", "run_check", "write_report", "parse_args", "main"]
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0}  # dense bf16, SXM parts
 WAN_480P_TOKENS = (30, 52)  # latent 60 x 104 patchified 2 x 2
@@ -330,9 +336,58 @@ def _sp_step(args, deadline: float) -> list[dict]:
             return [json.load(f)]
 
 
+def _single_rank_env() -> None:
+    """A one-rank process group's environment when no launcher set one (DeepSpeed needs a group)."""
+    if "WORLD_SIZE" not in os.environ:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = str(sock.getsockname()[1])
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _dit_zero3(args, deadline: float) -> list[dict]:
+    """One bf16 DeepSpeed ZeRO-3 training step of ``--zero3-preset`` built sharded (``deepspeed.zero.Init``)
+    on this one GPU (self-attention trainable, checkpointing), its measured peak beside the planner's
+    (:mod:`eval.perf.memory_check`, :mod:`eval.perf.memory_plan`). fp32 where there is no CUDA."""
+    from eval.perf.memory_check import check
+    from eval.perf.memory_plan import parse, plan
+
+    V, F, H, W = args.zero3_grid
+    argv = [f"model={args.zero3_preset}", "zero=3", "dp=1", f"dtype={'bf16' if torch.cuda.is_available() else 'fp32'}", f"views={V}",
+            f"frames={F}", f"height={H}", f"width={W}", "checkpointing=true"]
+    row: dict[str, Any] = {"model": args.zero3_preset, "grid": f"{V} x {F} @ {H}x{W}", "tokens": plan(parse(argv)).tokens}
+    if time.monotonic() > deadline:
+        return [{**row, "note": "skipped: time budget spent"}]
+    _single_rank_env()
+    try:
+        result = check([argv])[0]
+    except torch.OutOfMemoryError:
+        return [{**row, "note": "OOM"}]
+    return [{**row, "measured_peak_gib": result["measured"] / 2**30, "planner_peak_gib": result["predicted"] / 2**30,
+             "planner_over_measured": result["ratio"], "note": "planner terms: python -m eval.perf.memory_plan " + " ".join(argv)}]
+
+
 CHECKS: dict[str, Callable[[argparse.Namespace, float], list[dict]]] = {
-    "attention": _attention, "gsplat": _gsplat, "recon": _recon, "dit_step": _dit_step, "sp_step": _sp_step,
+    "attention": _attention, "gsplat": _gsplat, "recon": _recon, "dit_step": _dit_step, "sp_step": _sp_step, "dit_zero3": _dit_zero3,
 }
+REQUIRES = {"gsplat": ("gsplat",), "dit_zero3": ("deepspeed",)}  # packages a check cannot run without
+
+
+def run_check(name: str, args: argparse.Namespace, deadline: float) -> list[dict]:
+    """``CHECKS[name]``, or one row saying why it was skipped: a package it needs is not installed
+    (:data:`REQUIRES`, or an import inside the check failed); the other checks run regardless."""
+    import importlib.util
+
+    missing = [p for p in REQUIRES.get(name, ()) if importlib.util.find_spec(p) is None]
+    if missing:
+        return [{"note": f"skipped: {', '.join(missing)} not installed (pip install {' '.join(missing)})"}]
+    try:
+        return CHECKS[name](args, deadline)
+    except ModuleNotFoundError as exc:
+        return [{"note": f"skipped: {exc.name} not installed ({exc})"}]
 
 
 def write_report(results: dict[str, dict[str, Any]], out_dir: str, header: dict[str, Any]) -> str:
@@ -361,6 +416,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--dit-grid", type=int, nargs=2, default=[8, 8], metavar=("V", "T"), help="grid of the DiT training step")
     p.add_argument("--sp-grid", type=int, nargs=2, default=[4, 4], metavar=("V", "T"), help="grid of the two-GPU sequence-parallel step")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s for MFU (default: from the GPU name)")
+    p.add_argument("--zero3-preset", default="wan2.1-t2v-1.3b", help="DiT preset of the ZeRO-3 step (dit_zero3)")
+    p.add_argument("--zero3-grid", type=int, nargs=4, default=[8, 29, 144, 256], metavar=("V", "FRAMES", "H", "W"),
+                   help="views, pixel frames and pixel size of the ZeRO-3 step (dit_zero3)")
     args = p.parse_args(argv)
     args.checks = [c for c in args.only.split(",") if c]
     unknown = sorted(set(args.checks) - set(CHECKS))
@@ -382,8 +440,10 @@ def main(argv: Optional[list[str]] = None) -> str:
     results = {}
     for name in args.checks:
         start = time.perf_counter()
-        results[name] = {"rows": CHECKS[name](args, deadline), "seconds": time.perf_counter() - start}
-        print(f"[gpu_checks] {name}: {results[name]['seconds']:.1f} s", flush=True)
+        results[name] = {"rows": run_check(name, args, deadline), "seconds": time.perf_counter() - start}
+        notes = [r["note"] for r in results[name]["rows"] if str(r.get("note", "")).startswith("skipped: ") and "budget" not in r["note"]]
+        status = notes[0] if notes else f"{results[name]['seconds']:.1f} s"
+        print(f"[gpu_checks] {name}: {status}", flush=True)
         write_report(results, args.out, header)  # partial results survive a kill
         torch.cuda.empty_cache()
     path = write_report(results, args.out, header)

@@ -4,7 +4,8 @@ Config nodes read here (the groups any task reuses): ``train`` (:class:`~fourd.t
 ``debug`` (:class:`~fourd.train.loop.DebugConfig`), ``optim`` (:class:`~fourd.train.engine.OptimConfig`
 without ``total_steps``, which is ``train.steps``), ``launcher`` (``engine``: plain | deepspeed,
 ``precision``: auto | bf16 | fp32) and ``deepspeed`` (a DeepSpeed config dict, used with
-``launcher.engine=deepspeed``). Values are type-checked against the dataclasses.
+``launcher.engine=deepspeed``). Values are type-checked against the dataclasses; engine settings the
+run cannot honour fail before the task or any model is built (:class:`~fourd.train.engine.EngineFactory`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fourd.preflight import argv_problem
 from fourd.train.distributed import DistEnv, dist_env, init_distributed, shared_run_stamp, strip_local_rank_args
-from fourd.train.engine import OptimConfig, build_engine, resolve_precision
+from fourd.train.engine import EngineFactory, OptimConfig, resolve_precision
 from fourd.train.loop import DebugConfig, LoopConfig, Task, TrainResult, train
 from fourd.train.publish import check_publish_target, publish_export
 
@@ -62,17 +63,13 @@ def run_task(cfg: DictConfig, make_task: Callable[[DistEnv], Task], run_dir: str
     debug = typed(DebugConfig, cfg.debug)
     optim = typed(OptimConfig, cfg.optim, total_steps=loop_cfg.steps)
     engine_kind = cfg.launcher.engine
-    dtype = resolve_precision(cfg.launcher.precision)
     ds_config = OmegaConf.to_container(cfg.deepspeed, resolve=True) if engine_kind == "deepspeed" else None
+    factory = EngineFactory(engine_kind, optim, device=env.device, dtype=resolve_precision(cfg.launcher.precision, env.device),
+                            micro_batch=loop_cfg.micro_batch, ds_config=ds_config, sequence_parallel=env.sequence_parallel)  # bad settings fail here, before any model
     task = make_task(env)
     if env.sequence_parallel > 1 and not getattr(task, "supports_sequence_parallel", False):
         raise ValueError(f"train.sequence_parallel={env.sequence_parallel}: {type(task).__name__} does not split its tokens over ranks; use 1")
-
-    def make_engine(model):
-        return build_engine(engine_kind, model, optim, device=env.device, dtype=dtype, micro_batch=loop_cfg.micro_batch, ds_config=ds_config,
-                            sequence_parallel=env.sequence_parallel)
-
-    result = train(task, make_engine, loop_cfg, run_dir, env, debug)
+    result = train(task, factory, loop_cfg, run_dir, env, debug, placement=factory.placement)
     if env.is_main:
         summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "losses"}
         with open(os.path.join(run_dir, "result.json"), "w") as f:

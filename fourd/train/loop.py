@@ -25,12 +25,12 @@ import torch
 from torch import nn
 
 from fourd.data.loader import LoaderConfig, StepLoader, TaskData
+from fourd.sharded import Placement
 from fourd.train.checkpoint import CheckpointManager
 from fourd.train.distributed import DistEnv, all_reduce_mean, barrier
 from fourd.train.engine import Engine
 from fourd.train.observe import Observer
 from fourd.train.rng import capture_rng, restore_rng, seed_everything
-from fourd.weights import write_safetensors
 
 __all__ = ["LoopConfig", "DebugConfig", "Task", "TrainResult", "train"]
 
@@ -84,8 +84,10 @@ class DebugConfig:
 class Task(Protocol):
     """What the loop needs from a model family (the video model, later the reconstructor)."""
 
-    def build_model(self) -> nn.Module:
-        """The model with its trainable parameters selected (``requires_grad``)."""
+    def build_model(self, placement: Optional[Placement] = None) -> nn.Module:
+        """The model with its trainable parameters selected (``requires_grad``), built as ``placement``
+        says (device, dtype; under ZeRO-3 partitioned at construction: no rank holds it whole).
+        Auxiliary frozen modules (VAE, text encoder, loss networks) are built outside that placement."""
 
     def on_step(self, step: int) -> None:
         """Called before optimizer step ``step`` (0-based): progressive schedules switch here."""
@@ -125,17 +127,20 @@ def _hard_exit(reason: str) -> None:
     os._exit(17)
 
 
-def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfig, run_dir: str, env: DistEnv, debug: DebugConfig = DebugConfig()) -> TrainResult:
+def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfig, run_dir: str, env: DistEnv, debug: DebugConfig = DebugConfig(),
+          placement: Optional[Placement] = None) -> TrainResult:
     """Run (or resume) training of ``task`` until ``cfg.steps`` optimizer steps are done.
 
-    ``make_engine(model)`` builds the :class:`Engine` (its optimizer config decides accumulation).
+    ``task.build_model(placement)`` builds the model (default placement: CPU, fp32; the engine
+    moves it), then ``make_engine(model)`` the :class:`Engine` (its optimizer config decides
+    accumulation; :class:`~fourd.train.engine.EngineFactory` gives both).
     ``run_dir``: shared by all ranks; checkpoints go to ``<run_dir>/checkpoints``, exports to
     ``<run_dir>/export``, metrics/TensorBoard/samples as in :mod:`fourd.train.observe`.
     """
     ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"), env, cfg.keep_last)
     resume_path = ckpts.resolve(cfg.resume)  # verified before any model is built: a damaged file fails in seconds
     seed_everything(cfg.seed + env.dp_rank)  # by data-parallel rank: a sequence-parallel group draws alike
-    model = task.build_model()
+    model = task.build_model(placement or Placement())
     engine = make_engine(model)
     generator = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + env.dp_rank)
     generators = {"loss": generator}
@@ -213,16 +218,16 @@ def _preview(task: Task, engine: Engine, observer: Observer, step: int) -> None:
 
 
 def _export(task: Task, engine: Engine, mode: str, directory: str, env: DistEnv) -> list[str]:
-    """Write ``model.safetensors`` (full) and/or ``model_trainable.safetensors`` on rank 0."""
+    """Write ``model.safetensors`` (full) and/or ``model_trainable.safetensors`` (fp32; rank 0 writes,
+    one gathered tensor at a time)."""
     variants = {"full": [False], "trainable": [True], "both": [False, True], "none": []}
     if mode not in variants:
         raise ValueError(f"unknown export mode {mode!r}; use 'full', 'trainable', 'both' or 'none'")
     paths = []
     for trainable_only in variants[mode]:
-        state = engine.export_state_dict(trainable_only=trainable_only)
         path = os.path.join(directory, "model_trainable.safetensors" if trainable_only else "model.safetensors")
+        engine.export_safetensors(path, trainable_only, metadata={**task.export_metadata(), "content": "trainable" if trainable_only else "full"})
         if env.is_main:
-            write_safetensors(path, state, metadata={**task.export_metadata(), "content": "trainable" if trainable_only else "full"})
-            log.info("exported %d tensors to %s", len(state), path)
+            log.info("exported %s", path)
         paths.append(path)
     return paths

@@ -95,14 +95,16 @@ class Aggregator(nn.Module):
         seq = self._run(block, seq, None)
         return seq.reshape(B, V, P, T, C).permute(0, 3, 1, 2, 4)
 
-    def forward(self, images: torch.Tensor, keep_layers: Iterable[int]) -> dict[int, torch.Tensor]:
+    def forward(self, images: torch.Tensor, keep_layers: Iterable[int]) -> list[torch.Tensor]:
         """Run the backbone.
 
         Args:
             images: ``[B, V, T, 3, H, W]`` in [0, 1], H and W multiples of the patch size.
             keep_layers: indices of the layers whose outputs are returned.
         Returns:
-            ``{layer: tokens [B, T, V, P, 2C]}`` for each kept layer (timestep-major; see module doc).
+            tokens ``[B, T, V, P, 2C]`` of each kept layer, in ascending layer order (timestep-major;
+            see module doc). A list, not a dict keyed by layer: DeepSpeed ZeRO-3's module hooks
+            read a dict output's keys as attribute names.
         """
         B, V, T, _, H, W = images.shape
         gh, gw = H // self.patch_size, W // self.patch_size
@@ -115,7 +117,7 @@ class Aggregator(nn.Module):
         cos, sin = self.rope.tables(token_positions(gh, gw, self.patch_start_idx, device=images.device), x.dtype)
         frame_rope, global_rope = (cos, sin), (cos.repeat(V, 1), sin.repeat(V, 1))
         keep = set(keep_layers)
-        outputs: dict[int, torch.Tensor] = {}
+        outputs: list[torch.Tensor] = []
         for i in range(len(self.frame_blocks)):
             x = self._run(self.frame_blocks[i], x.reshape(B * T * V, P, C), frame_rope).reshape(B, T, V, P, C)
             if self.temporal:
@@ -125,5 +127,5 @@ class Aggregator(nn.Module):
             if self.temporal:
                 x = self._temporal(self.global_temporal_blocks[i], x)
             if i in keep:
-                outputs[i] = torch.cat([frame_out, x], dim=-1)
+                outputs.append(torch.cat([frame_out, x], dim=-1))
         return outputs

@@ -14,6 +14,8 @@ from timm.layers import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from fourd.sharded import gathered
+
 from .rope2d import apply_rope
 
 __all__ = ["RopeAttention", "RopeBlock", "zero_init_block"]
@@ -69,5 +71,6 @@ def zero_init_block(block: RopeBlock) -> None:
     Gradients still reach the zeroed projections, so the block starts learning at once.
     """
     for linear in (block.attn.proj, block.mlp.fc2):
-        linear.weight.zero_()
-        linear.bias.zero_()
+        with gathered(linear.parameters()):  # under ZeRO-3 construction the layers are partitioned already
+            linear.weight.zero_()
+            linear.bias.zero_()

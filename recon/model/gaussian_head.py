@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fourd.rotations import matrix_to_quat_wxyz, quat_multiply_wxyz
+from fourd.sharded import gathered
 from recon.geometry import camera_to_world_rotation, unproject_depth
 
 from .config import GaussianHeadConfig
@@ -87,14 +88,15 @@ class GaussianHead(DPTHead):
     @torch.no_grad()
     def _init_output_layer(self) -> None:
         last: nn.Conv2d = self.scratch.output_conv2[-1]
-        last.weight.mul_(self.cfg.init_weight_gain)
-        last.weight[_POS].zero_()
-        last.weight[_COLOR].zero_()
         bias = torch.zeros(GAUSSIAN_CHANNELS)
         bias[_OPACITY] = math.log(self.cfg.init_opacity / (1 - self.cfg.init_opacity))
         bias[_SCALE] = math.log(math.expm1(self.cfg.init_scale_px))
         bias[_ROT] = torch.tensor([1.0, 0.0, 0.0, 0.0])
-        last.bias.copy_(bias)
+        with gathered(last.parameters()):  # under ZeRO-3 construction the layer is partitioned already
+            last.weight.mul_(self.cfg.init_weight_gain)
+            last.weight[_POS].zero_()
+            last.weight[_COLOR].zero_()
+            last.bias.copy_(bias)
 
     def to_gaussians(
         self, raw: torch.Tensor, rgb: torch.Tensor, depth: torch.Tensor, extrinsics: torch.Tensor, intrinsics: torch.Tensor

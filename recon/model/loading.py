@@ -19,7 +19,8 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from fourd.weights import check_state_dict, config_from_metadata, config_metadata, load_into, read_state_dict, resolve_dtype
+from fourd.sharded import Placement, fill
+from fourd.weights import WeightsFile, check_state_dict, config_from_metadata, config_metadata, resolve_dtype
 
 from .config import ReconstructorConfig, resolve_config
 from .reconstructor import Reconstructor
@@ -59,27 +60,33 @@ def build_reconstructor(config: Union[str, ReconstructorConfig, Mapping[str, Any
     return Reconstructor(resolve_config(config))
 
 
-def load_weights(model: Reconstructor, weights: Union[str, Mapping[str, torch.Tensor]], source: Optional[str] = None) -> LoadReport:
-    """Load a state dict (an fsspec URL of safetensors/.pt/.pth, or a mapping) into ``model``.
-
-    Returns a :class:`LoadReport`; raises ``WeightsNotFoundError`` naming a missing file and
-    ``StateDictMismatchError`` naming mismatched keys (see module docstring).
-    """
-    if isinstance(weights, str):
-        source = source or weights
-        state = read_state_dict(weights, what="reconstructor weights")
-    else:
-        source = source or "state dict"
-        state = dict(weights)
+def _plan(model: Reconstructor, source: WeightsFile, described: str) -> tuple[list[str], list[str], list[str]]:
+    """``(kept, dropped, missing)`` keys of ``source`` for ``model`` after the strict key / shape check
+    (see the module docstring)."""
     disabled = {h for h in HEADS if getattr(model, h) is None}
     temporal = () if model.cfg.temporal else TEMPORAL_PREFIXES  # a model without temporal attention drops those keys
 
     def unused(key: str) -> bool:
         return key.split(".", 1)[0] in disabled or key.startswith(temporal)
 
-    dropped = [k for k in state if unused(k)]
-    kept = {k: v for k, v in state.items() if not unused(k)}
-    missing, _ = load_into(model, kept, strict=True, allow_missing=is_new_layer_key, source=source)
+    meta = source.meta()
+    kept = [k for k in meta if not unused(k)]
+    missing, _ = check_state_dict(model, {k: meta[k] for k in kept}, allow_missing=is_new_layer_key, source=described)
+    return kept, [k for k in meta if unused(k)], missing
+
+
+def load_weights(model: Reconstructor, weights: Union[str, Mapping[str, torch.Tensor], WeightsFile], source: Optional[str] = None) -> LoadReport:
+    """Load weights (an fsspec URL of safetensors/.pt/.pth, a mapping, or an opened
+    :class:`WeightsFile`) into ``model``, one tensor at a time; ZeRO-3 partitioned parameters get
+    this rank's slices only (:func:`fourd.sharded.fill`).
+
+    Returns a :class:`LoadReport`; raises ``WeightsNotFoundError`` naming a missing file and
+    ``StateDictMismatchError`` naming mismatched keys (see module docstring).
+    """
+    source = source or (weights if isinstance(weights, str) else "state dict")
+    file = WeightsFile.of(weights, "reconstructor weights")
+    kept, dropped, missing = _plan(model, file, source)
+    fill(model, file, {k: k for k in kept})
     if dropped:
         logger.info("%s: dropped %d keys of disabled heads / absent temporal blocks: %s", source, len(dropped), _names(dropped))
     if missing:
@@ -93,6 +100,7 @@ def load_reconstructor(
     *,
     device: Union[str, torch.device] = "cpu",
     dtype: Union[None, str, torch.dtype] = None,
+    placement: Optional[Placement] = None,
 ) -> Reconstructor:
     """Build a reconstructor and optionally load weights.
 
@@ -107,30 +115,36 @@ def load_reconstructor(
         device: where the parameters live; ``"meta"`` builds without memory (key inspection: the
             weights' keys and shapes are checked, nothing is loaded).
         dtype: parameter dtype (torch dtype or name); None = float32.
+        placement: (training engines) overrides ``device`` and ``dtype``; a ZeRO-3 placement builds
+            the model partitioned over the ranks under ``deepspeed.zero.Init`` (keys checked on a
+            meta model first) and each rank reads only its slices of the weights.
     Returns:
         the model in eval mode (training code calls ``.train()``); the load report is logged and
         kept as ``model.load_report`` (None without weights or on meta).
     """
     if config is None:
         config = config_from_metadata(weights, METADATA_KEY, "load_reconstructor")
+    if placement is not None:
+        device, dtype = placement.device, placement.dtype
     dtype = resolve_dtype(dtype)
-    if torch.device(device).type == "meta":
+    file = None if weights is None else WeightsFile.of(weights, "reconstructor weights")
+    described = weights if isinstance(weights, str) else "state dict"
+    sharded = placement is not None and placement.sharded
+    if torch.device(device).type == "meta" or (sharded and file is not None):
         with torch.device("meta"):
             model = build_reconstructor(config).to(dtype)
-        if weights is not None:
-            _check_keys(model, weights)
-        model.load_report = None
-        return model.eval()
-    model = build_reconstructor(config)
-    model.load_report = load_weights(model, weights) if weights is not None else None
-    return model.to(device=device, dtype=dtype).eval()
-
-
-def _check_keys(model: Reconstructor, weights: Union[str, Mapping[str, torch.Tensor]]) -> None:
-    state = read_state_dict(weights, what="reconstructor weights") if isinstance(weights, str) else weights
-    disabled = {h for h in HEADS if getattr(model, h) is None}
-    kept = {k: v for k, v in state.items() if k.split(".", 1)[0] not in disabled}
-    check_state_dict(model, kept, allow_missing=is_new_layer_key, source=weights if isinstance(weights, str) else "state dict")
+        if file is not None:
+            _plan(model, file, described)
+        if not sharded:
+            model.load_report = None
+            return model.eval()
+    if sharded:
+        with placement.construction():
+            model = build_reconstructor(config)
+    else:
+        model = build_reconstructor(config)  # on the CPU: the seeded init does not depend on the device
+    model.load_report = load_weights(model, file, described) if file is not None else None
+    return (model if sharded else model.to(device=device, dtype=dtype)).eval()
 
 
 def recon_metadata(config: Union[ReconstructorConfig, Mapping[str, Any]]) -> dict[str, str]:

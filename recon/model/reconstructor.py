@@ -108,8 +108,8 @@ class Reconstructor(nn.Module):
         self._check(images)
         cfg = self.cfg
         heads = [h for h in (self.point_head, self.depth_head, self.gaussian_head) if h is not None]
-        keep = {cfg.depth - 1}.union(*(h.layers for h in heads))
-        tokens = self.aggregator(images, keep)
+        keep = sorted({cfg.depth - 1}.union(*(h.layers for h in heads)))
+        tokens = dict(zip(keep, self.aggregator(images, keep)))
         # Like official VGGT, the heads run without autocast: under bf16 autocast only the backbone
         # is bf16, and cameras, depth and Gaussians are computed at the heads' parameter precision.
         head_dtype = next(next(h.parameters()) for h in (self.camera_head, *heads) if h is not None).dtype

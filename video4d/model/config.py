@@ -106,6 +106,10 @@ PRESETS: dict[str, DiTConfig] = {
     # the tiny base text-to-video model trained from scratch here (docs/base_models.md): captions of up
     # to 32 tiny-encoder tokens, clips of up to 16 latent frames
     "tiny-base": DiTConfig(dim=128, ffn_dim=384, num_heads=4, num_layers=4, text_dim=32, text_len=32, freq_dim=64, rope_t_max=16),
+    # Wan-shaped models for CPU memory measurements (eval/perf/memory_plan.py, eval/perf/sharded_memory.py):
+    # ~4.5M and ~205M parameters
+    "small": DiTConfig(dim=256, ffn_dim=1024, num_heads=4, num_layers=4, text_dim=64, text_len=16, freq_dim=64, rope_t_max=16),
+    "mid": DiTConfig(dim=1024, ffn_dim=4096, num_heads=8, num_layers=12, text_dim=512, text_len=32, freq_dim=256, rope_t_max=16),
 }
 
 

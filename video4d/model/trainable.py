@@ -7,6 +7,8 @@ from typing import Sequence
 
 import torch.nn as nn
 
+from fourd.sharded import numel
+
 __all__ = ["DEFAULT_TRAINABLE", "TrainableCounts", "select_trainable", "matches"]
 
 DEFAULT_TRAINABLE = ("self_attn", "cross_view_attn", "sync")
@@ -44,11 +46,11 @@ def select_trainable(model: nn.Module, patterns: Sequence[str] = DEFAULT_TRAINAB
         hits = [p for p in patterns if matches(name, p)]
         param.requires_grad_(bool(hits))
         for p in hits:
-            per_pattern[p] += param.numel()
+            per_pattern[p] += numel(param)
         if hits:
-            trainable += param.numel()
+            trainable += numel(param)
         else:
-            frozen += param.numel()
+            frozen += numel(param)
     if trainable == 0:
         raise ValueError(f"no parameter name matches any of {list(patterns)}")
     return TrainableCounts(trainable=trainable, frozen=frozen, per_pattern=per_pattern)

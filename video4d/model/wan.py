@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from fourd.sharded import gathered, numel
 from video4d.grid import GridShape, ReferenceLatents
 from video4d.model.blocks import DiTBlock, Head
 from video4d.model.config import INITS, DiTConfig
@@ -92,27 +93,34 @@ class WanDiT4D(nn.Module):
         with torch.no_grad():
             for module in self.modules():
                 if isinstance(module, nn.Linear):
-                    nn.init.xavier_uniform_(module.weight)
-                    nn.init.zeros_(module.bias)
-            nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
+                    with gathered(module.parameters()):
+                        nn.init.xavier_uniform_(module.weight)
+                        nn.init.zeros_(module.bias)
+            with gathered([self.patch_embedding.weight]):
+                nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
             for seq in (self.text_embedding, self.time_embedding):
                 for layer in seq:
                     if isinstance(layer, nn.Linear):
-                        nn.init.normal_(layer.weight, std=0.02)
-            nn.init.zeros_(self.head.head.weight)
+                        with gathered([layer.weight]):
+                            nn.init.normal_(layer.weight, std=0.02)
+            with gathered([self.head.head.weight]):
+                nn.init.zeros_(self.head.head.weight)
             if init == "random":
                 self._randomise_zero_init()
         self.reset_new_layers(init)
 
     def _randomise_zero_init(self) -> None:
-        nn.init.xavier_uniform_(self.head.head.weight)
+        with gathered([self.head.head.weight]):
+            nn.init.xavier_uniform_(self.head.head.weight)
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.normal_(module.bias, std=0.02)
+                with gathered([module.bias]):
+                    nn.init.normal_(module.bias, std=0.02)
             elif isinstance(module, (RMSNorm, FP32LayerNorm)) and module.weight is not None:
-                module.weight.normal_(1.0, 0.1)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.normal_(0.0, 0.1)
+                with gathered(module.parameters()):
+                    module.weight.normal_(1.0, 0.1)
+                    if getattr(module, "bias", None) is not None:
+                        module.bias.normal_(0.0, 0.1)
 
     def new_layers(self) -> list[nn.Module]:
         """Layers added by the attention variant (``cross_view_attn`` / ``sync`` of every block)."""
@@ -125,16 +133,17 @@ class WanDiT4D(nn.Module):
         random one (``"random"``)."""
         with torch.no_grad():
             for layer in self.new_layers() if layers is None else layers:
-                if hasattr(layer, "reset_parameters"):
-                    layer.reset_parameters()
-                    continue
-                for proj in (layer.q, layer.k, layer.v, layer.o):
-                    nn.init.xavier_uniform_(proj.weight)
-                    nn.init.zeros_(proj.bias)
-                layer.norm_q.weight.fill_(1.0)
-                layer.norm_k.weight.fill_(1.0)
-                if init == "official":
-                    nn.init.zeros_(layer.o.weight)
+                with gathered(layer.parameters()):
+                    if hasattr(layer, "reset_parameters"):
+                        layer.reset_parameters()
+                        continue
+                    for proj in (layer.q, layer.k, layer.v, layer.o):
+                        nn.init.xavier_uniform_(proj.weight)
+                        nn.init.zeros_(proj.bias)
+                    layer.norm_q.weight.fill_(1.0)
+                    layer.norm_k.weight.fill_(1.0)
+                    if init == "official":
+                        nn.init.zeros_(layer.o.weight)
 
     # -------------------------------------------------------------------------------- forward
     def _check_inputs(self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> GridShape:
@@ -162,7 +171,17 @@ class WanDiT4D(nn.Module):
         emb = emb.unflatten(2, (V, T)).permute(0, 2, 3, 4, 5, 1)
         return grid.flatten(emb)
 
-    def _add_reference(self, x: torch.Tensor, reference: ReferenceLatents, grid: GridShape, shape: torch.Size) -> torch.Tensor:
+    def _add_reference(self, x: torch.Tensor, reference: Optional[ReferenceLatents], grid: GridShape, latents: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the patch embeddings of the reference latents at the reference cells.
+
+        Without a reference the embedding of all-zero latents is computed and discarded (every token
+        keeps ``x`` exactly): ``patch_embedding`` runs twice in every forward, whatever the sample, so
+        that all ranks of a ZeRO-3 run issue the same parameter gathers (a rank whose micro-batch drew
+        no reference would otherwise skip one and deadlock the others).
+        """
+        if reference is None:
+            reference = ReferenceLatents(torch.zeros_like(latents), torch.zeros(latents.shape[:3], dtype=torch.bool, device=latents.device))
+        shape = latents.shape
         if reference.latents.shape != shape:
             raise ValueError(f"reference latents {list(reference.latents.shape)} must match the noisy latents {list(shape)}")
         cells = reference.cell_mask()
@@ -209,9 +228,7 @@ class WanDiT4D(nn.Module):
         Returns float32 ``[B, V, T, out_dim, h, w]``.
         """
         grid = self._check_inputs(latents, timestep, context)
-        x = self.embed_patches(latents, grid)
-        if reference is not None:
-            x = self._add_reference(x, reference, grid, latents.shape)
+        x = self._add_reference(self.embed_patches(latents, grid), reference, grid, latents)
         x = x.float()
         e, e0 = self.embed_time(timestep)
         text = self.embed_text(context)
@@ -231,5 +248,5 @@ class WanDiT4D(nn.Module):
 
     def extra_repr(self) -> str:
         cfg = self.config
-        params = sum(p.numel() for p in self.parameters())
+        params = sum(numel(p) for p in self.parameters())
         return f"variant={cfg.attention_variant}, backend={cfg.attention_backend}, params={params / 1e6:.1f}M, rope={cfg.rope_position_mode}/t_max={cfg.rope_t_max}"

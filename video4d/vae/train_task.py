@@ -38,6 +38,7 @@ from torchvision.utils import make_grid, save_image
 from fourd.data.loader import SampleKey, TaskData
 from fourd.data.procedural import ProceduralSource
 from fourd.metrics import psnr
+from fourd.sharded import Placement
 from fourd.train.distributed import DistEnv
 from fourd.train.schedule import StepSchedule
 from video4d.vae.causal import CausalCache
@@ -129,8 +130,10 @@ class VAETask:
 
             self.lpips = build_lpips(cfg.loss.lpips_net, cfg.loss.lpips_weights, random_backbone=cfg.loss.lpips_random_backbone)
 
-    def build_model(self) -> nn.Module:
+    def build_model(self, placement: Optional[Placement] = None) -> nn.Module:
         """A randomly initialised :class:`TrainableVAE` (seed ``vae.init_seed``), every parameter trainable.
+        The VAE is small: it is built whole in fp32 on this rank's device whatever the ``placement``
+        (a ZeRO engine partitions it when it takes it over).
 
         ``vae.init="fan_in"``: every convolution gets normal weights of std ``1 / sqrt(fan_in)`` and
         zero biases (variance preserving). With torch's default init (``"torch"``) each conv shrinks
