@@ -85,10 +85,16 @@ def test_split_half_precision_through_aten_close_to_reference(dtype):
         torch.testing.assert_close(x.grad.double(), x2.grad, rtol=0.05, atol=0.05)
 
 
-def test_split_in_chunks_equals_reference(monkeypatch):
-    """Branches cut into several kernel calls (a small chunk budget) give the same result."""
-    monkeypatch.setattr(split, "CHUNK_BYTES", 1)
-    grid = GridShape(3, 2, 2, 2)
+@pytest.mark.parametrize("mask_bytes,chunk_bytes", [(0, None), (0, 1), (None, 1)], ids=["three-branches", "three-in-chunks", "two-in-chunks"])
+@pytest.mark.parametrize("grid", [GridShape(3, 2, 2, 2), GridShape(2, 3, 1, 3)], ids=str)
+def test_split_plans_and_chunks_equal_reference(monkeypatch, grid, mask_bytes, chunk_bytes):
+    """Both branch plans (three branches; two with the own frame masked in the shorter group, as the
+    other tests run on CPU), whole or cut into several kernel calls per branch, give the reference."""
+    if mask_bytes is not None:
+        monkeypatch.setattr(split, "MASK_BYTES", mask_bytes)
+    if chunk_bytes is not None:
+        monkeypatch.setattr(split, "CHUNK_BYTES", chunk_bytes)
+    assert len(split.branch_plan(grid, "cpu_flash")) == (3 if mask_bytes == 0 else 2)
     q, k, v = _qkv(grid, torch.float64, requires_grad=True, seed=6)
     out = split_attention(q, k, v, grid)
     ref = _reference(q, k, v, grid, "view_or_time")

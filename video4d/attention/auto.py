@@ -6,9 +6,9 @@ backend's regrouping and merges:
 
 - ``dense``: ``N^2`` pairs through SDPA with a materialised mask (``mask_factor`` slower per pair
   than unmasked); a candidate only while its ``N x N`` mask fits ``dense_max_mask_bytes``;
-- ``split``: the view, time and frame branches, ``(V + T + 1) * P`` keys per query (``P`` tokens per
-  frame), each branch at the speed of its group length, plus ``split_passes`` passes over the
-  ``N x heads x head_dim`` tensors;
+- ``split``: its branches (:func:`~video4d.attention.split.branch_plan`: ``V + T`` frames of keys per
+  query on CPU, ``V + T + 1`` with the frame branch on CUDA), each at the speed of its group length,
+  plus ``split_passes`` passes over the ``N x heads x head_dim`` tensors;
 - ``flex`` (CUDA): the pairs of the blocks its :class:`~video4d.attention.masks.BlockLayout`
   computes, at the speed of its tile size.
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from video4d.attention.flex import choose_layout
 from video4d.attention.masks import sparsity_report
+from video4d.attention.split import branch_plan
 from video4d.grid import GridShape
 
 __all__ = ["CPU_COSTS", "CUDA_COSTS", "DeviceCosts", "choose_backend", "estimated_costs"]
@@ -81,9 +82,10 @@ def estimated_costs(device_type: str, grid: GridShape, pattern: str, training: b
     """Relative cost of each candidate backend (see the module docstring) for ``pattern`` "view_or_time"."""
     costs = _costs(device_type, training)
     V, T, P, N = grid.V, grid.T, grid.tokens_per_frame, grid.num_tokens
-    branches = ((T * P, N * T * P), (V * P, N * V * P), (P, N * P))  # (query length, pairs) of view, time, frame
+    group_len = {"view": T * P, "time": V * P, "frame": P}
+    plan = branch_plan(grid, "cuda_flash" if device_type == "cuda" else "cpu_flash")
     out = {
-        "split": sum(pairs * costs.pair(length) for length, pairs in branches)
+        "split": sum(N * group_len[by] * costs.pair(group_len[by]) for by, _, _ in plan)
         + costs.split_passes * N * head_dim * costs.pass_cost,
     }
     if N * N * 5 <= costs.dense_max_mask_bytes:

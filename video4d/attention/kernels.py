@@ -1,7 +1,11 @@
-"""Unmasked attention that also returns the log-sum-exp, and its backward given any (out, lse).
+"""Attention within groups that also returns the log-sum-exp, and its backward given any (out, lse).
 
 Layout: ``[G, H, L, D]`` (G independent groups, e.g. batch x views). ``lse`` is ``[G, H, L]`` in
 float32 (float64 for float64 inputs): ``lse_i = log sum_j exp(scale * q_i . k_j)``.
+
+``own_frame``: when set (CPU kernels and "torch" only), each group is a sequence of frames of
+``own_frame`` tokens and a query does not attend to the keys of its own frame (an additive mask
+with ``-inf`` on the diagonal blocks, cached per length).
 
 The backward takes the *final* output and log-sum-exp of a larger attention whose keys are a union
 of groups (see :mod:`video4d.attention.split`): with ``P_ij = exp(scale * q_i.k_j - lse_i)`` and
@@ -24,6 +28,7 @@ the last:
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -67,6 +72,21 @@ def _fused_kernel(q: torch.Tensor) -> str | None:
     return "cuda_efficient"
 
 
+@functools.lru_cache(maxsize=16)
+def own_frame_mask(length: int, frame: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Additive mask ``[length, length]``: ``-inf`` where query and key lie in the same ``frame``-token block, else 0."""
+    frames = torch.arange(length, device=device) // frame
+    return torch.zeros(length, length, dtype=dtype, device=device).masked_fill_(frames[:, None] == frames[None, :], -math.inf)
+
+
+def _mask(q: torch.Tensor, kernel: str, own_frame: int | None) -> torch.Tensor | None:
+    if own_frame is None:
+        return None
+    if kernel not in ("cpu_flash", "torch"):
+        raise ValueError(f"the {kernel} kernel takes no mask: own_frame is for the CPU and torch kernels")
+    return own_frame_mask(q.shape[2], own_frame, q.dtype if kernel == "cpu_flash" else accumulation_dtype(q.dtype), q.device)
+
+
 def _chunk(q: torch.Tensor, kv_len: int) -> int:
     G, H, _, _ = q.shape
     return max(1, _CHUNK_BYTES // (G * H * kv_len * 4))
@@ -77,13 +97,16 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+def attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str = "auto", own_frame: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention ``q, k, v [G, H, L, D]`` -> (out ``[G, H, L, D]``, lse ``[G, H, L]``). No autograd."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     kernel = kernel_for(q, impl)
+    mask = _mask(q, kernel, own_frame)
     with torch.no_grad():
         if kernel == "cpu_flash":
-            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=mask, scale=scale)
             return out, lse.to(accumulation_dtype(q.dtype))
         if kernel == "cuda_flash":
             out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
@@ -91,7 +114,7 @@ def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: 
         if kernel == "cuda_efficient":
             out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False, scale=scale)[:2]
             return out, lse[..., : q.shape[2]]
-        return _torch_forward(q, k, v, scale)
+        return _torch_forward(q, k, v, scale, mask)
 
 
 def attention_backward(
@@ -102,16 +125,18 @@ def attention_backward(
     out: torch.Tensor,
     lse: torch.Tensor,
     impl: str = "auto",
+    own_frame: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (dq, dk, dv), each shaped like its input ``[G, H, L, D]``, for probabilities
     ``exp(scale * q k^T - lse)`` and output ``out`` (all ``[G, H, L, ...]``; see the module docstring)."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     kernel = kernel_for(q, impl)
+    mask = _mask(q, kernel, own_frame)
     L = q.shape[2]
     with torch.no_grad():
         if kernel == "cpu_flash":
             return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_out, q, k, v, out, lse.to(accumulation_dtype(q.dtype)), 0.0, False, scale=scale
+                grad_out, q, k, v, out, lse.to(accumulation_dtype(q.dtype)), 0.0, False, attn_mask=mask, scale=scale
             )
         # Without dropout the CUDA kernels never read the philox seed / offset.
         if kernel == "cuda_flash":
@@ -125,22 +150,25 @@ def attention_backward(
             return torch.ops.aten._scaled_dot_product_efficient_attention_backward(
                 grad_out, q, k, v, None, out, padded, unused, unused, 0.0, [True, True, True, False], False, scale=scale
             )[:3]
-        return _torch_backward(grad_out, q, k, v, out, lse, scale)
+        return _torch_backward(grad_out, q, k, v, out, lse, scale, mask)
 
 
-def _torch_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _torch_forward(q, k, v, scale: float, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     acc = accumulation_dtype(q.dtype)
     kf, vf = k.to(acc), v.to(acc)
     outs, lses = [], []
-    for qc in q.split(_chunk(q, k.shape[2]), dim=2):
+    step = _chunk(q, k.shape[2])
+    for i, qc in enumerate(q.split(step, dim=2)):
         scores = (qc.to(acc) @ kf.transpose(-1, -2)) * scale
+        if mask is not None:
+            scores += mask[i * step : (i + 1) * step]
         lse = scores.logsumexp(dim=-1)
         outs.append(((scores - lse[..., None]).exp() @ vf).to(q.dtype))
         lses.append(lse)
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
-def _torch_backward(grad_out, q, k, v, out, lse, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _torch_backward(grad_out, q, k, v, out, lse, scale: float, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     acc = accumulation_dtype(q.dtype)
     kf, vf = k.to(acc), v.to(acc)
     dk, dv = torch.zeros_like(kf), torch.zeros_like(vf)
@@ -149,7 +177,10 @@ def _torch_backward(grad_out, q, k, v, out, lse, scale: float) -> tuple[torch.Te
     for i in range(0, q.shape[2], step):
         qc, doc = q[:, :, i : i + step].to(acc), grad_out[:, :, i : i + step].to(acc)
         delta = (doc * out[:, :, i : i + step].to(acc)).sum(-1, keepdim=True)
-        probs = ((qc @ kf.transpose(-1, -2)) * scale - lse[:, :, i : i + step, None].to(acc)).exp()
+        scores = (qc @ kf.transpose(-1, -2)) * scale
+        if mask is not None:
+            scores += mask[i : i + step]
+        probs = (scores - lse[:, :, i : i + step, None].to(acc)).exp()
         dv += probs.transpose(-1, -2) @ doc
         dscores = probs * (doc @ vf.transpose(-1, -2) - delta) * scale
         dqs.append(dscores @ kf)

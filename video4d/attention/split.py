@@ -1,18 +1,24 @@
 """Exact masked attention by splitting the grid into views, times and frames (any device, with backward).
 
 The fused mask "same view OR same time" is the union of two block-diagonal masks (after
-regrouping the tokens): attention within each view (``T * h * w`` keys), within each time step
-(``V * h * w`` keys), whose intersection is the same frame (``h * w`` keys). With each branch's
-output ``o_b`` and log-sum-exp ``l_b``, the attention over the union is exactly
+regrouping the tokens): attention within each view (``T * h * w`` keys) and within each time step
+(``V * h * w`` keys), whose intersection is the query's own frame (``h * w`` keys). With each
+branch's output ``o_b`` and log-sum-exp ``l_b`` the attention over the union is exact in one of two
+plans (:func:`branch_plan`):
 
-    out = (e^{l_v} o_v - e^{l_f} o_f + e^{l_t} o_t) / (e^{l_v} - e^{l_f} + e^{l_t}),
+- three branches (any kernel, e.g. FlashAttention on CUDA): view, frame and time,
+  ``out = (e^{l_v} o_v - e^{l_f} o_f + e^{l_t} o_t) / (e^{l_v} - e^{l_f} + e^{l_t})``;
+- two branches (CPU, where the fused kernel takes a mask): view and time, one of them without the
+  query's own frame (an additive mask on the diagonal frame blocks of the shorter group), merged
+  as ``(e^{l_v} o_v + e^{l_t} o_t) / (e^{l_v} + e^{l_t})``: no frame branch, ``V + T`` frames of keys
+  per query instead of ``V + T + 1``.
 
-computed in that order into one float accumulator in the token layout (the view branch's output
-is that accumulator; the time branch merges with a running maximum, as online softmax does). The
-final normaliser includes the own frame's weight ``e^{l_f}``, so the subtraction loses no relative
-precision. The backward reuses the merged output and log-sum-exp in each branch (see
-:mod:`video4d.attention.kernels`: FlashAttention-style backward kernels take them as they are) and
-adds the branch gradients with the same signs.
+Branches are merged in order into one float accumulator in the token layout (the first branch's
+output is that accumulator; later ones merge with a running maximum, as online softmax does). The
+final normaliser includes the own frame's weight, so subtracting the frame branch loses no
+relative precision. The backward reuses the merged output and log-sum-exp in each branch (see
+:mod:`video4d.attention.kernels`: FlashAttention-style backward kernels take them as they are)
+and adds the branch gradients with the same signs.
 
 The view and frame groupings are views of the inputs; the time grouping needs copies, so branches
 run over chunks of their groups (views, times or frames) of at most :data:`CHUNK_BYTES` of kernel
@@ -26,14 +32,26 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from video4d.attention.dense import full_attention
-from video4d.attention.kernels import accumulation_dtype, attention_backward, attention_with_lse
+from video4d.attention.kernels import accumulation_dtype, attention_backward, attention_with_lse, kernel_for
 from video4d.attention.masks import check_pattern
 from video4d.grid import GridShape
 
-__all__ = ["CHUNK_BYTES", "split_attention"]
+__all__ = ["CHUNK_BYTES", "MASK_BYTES", "Branch", "branch_plan", "split_attention"]
 
 CHUNK_BYTES = 512 * 2**20  # kernel inputs per call; bounds the copies of the time grouping
-_BRANCHES = (("view", 1.0), ("frame", -1.0), ("time", 1.0))
+MASK_BYTES = 32 * 2**20  # the largest own-frame mask (float32 [L, L]) of the two-branch plan
+
+Branch = tuple[str, float, bool]  # (grouping "view" / "time" / "frame", sign, without the own frame)
+
+
+def branch_plan(grid: GridShape, kernel: str) -> tuple[Branch, ...]:
+    """The branches (see the module docstring) for ``kernel`` (:func:`~video4d.attention.kernels.kernel_for`):
+    two where the kernel takes the own-frame mask and the shorter group's mask fits :data:`MASK_BYTES`, else three."""
+    shorter = min(grid.V, grid.T) * grid.tokens_per_frame
+    if kernel in ("cpu_flash", "torch") and shorter**2 * 4 <= MASK_BYTES:
+        masked = "time" if grid.V <= grid.T else "view"
+        return tuple((by, 1.0, by == masked) for by in ("view", "time"))
+    return (("view", 1.0, False), ("frame", -1.0, False), ("time", 1.0, False))
 
 
 def _grid_view(x: torch.Tensor, grid: GridShape) -> torch.Tensor:
@@ -78,11 +96,12 @@ class _ViewOrTime(torch.autograd.Function):
         qkv = [_grid_view(x, grid) for x in (q, k, v)]
         acc_dtype = accumulation_dtype(q.dtype)
         acc = top = denom = None
-        for by, sign in _BRANCHES:
+        P = grid.tokens_per_frame
+        for by, sign, no_own in branch_plan(grid, kernel_for(q, impl)):
             chunks = _chunks(qkv[0], by, 3)
             for groups in chunks:
-                out_c, lse_c = attention_with_lse(*(_grouped(x, by, groups, 2) for x in qkv), impl=impl)
-                if acc is None and len(chunks) == 1:  # the whole view branch: its output is the accumulator
+                out_c, lse_c = attention_with_lse(*(_grouped(x, by, groups, 2) for x in qkv), impl, P if no_own else None)
+                if acc is None and len(chunks) == 1:  # the whole first branch: its output is the accumulator
                     acc = _ungrouped(out_c, qkv[0]).to(acc_dtype).contiguous()
                     top = _ungrouped(lse_c, qkv[0][..., 0]).contiguous()
                     denom = torch.ones_like(top)
@@ -93,10 +112,10 @@ class _ViewOrTime(torch.autograd.Function):
                     denom = torch.ones_like(top)
                 acc_s, top_s, den_s = (_slot(x, by, groups) for x in (acc, top, denom))
                 out_c, lse_c = _ungrouped(out_c, acc_s), _ungrouped(lse_c, top_s)
-                if by == "view":
+                if by == "view":  # the first branch, in chunks
                     acc_s.copy_(out_c)
                     top_s.copy_(lse_c)
-                elif by == "frame":  # l_f <= l_v: frame keys are a subset of the view's
+                elif sign < 0:  # the frame: l_f <= l_v, its keys are a subset of the view's
                     weight = (lse_c - top_s).exp_()
                     acc_s.addcmul_(out_c, weight[..., None], value=sign)
                     den_s.sub_(weight)
@@ -119,12 +138,12 @@ class _ViewOrTime(torch.autograd.Function):
         tensors = [_grid_view(x, grid) for x in (grad_out, q, k, v, out)]
         acc_dtype = accumulation_dtype(q.dtype)
         grads = None
-        for by, sign in _BRANCHES:
+        for by, sign, no_own in branch_plan(grid, kernel_for(q, ctx.impl)):
             chunks = _chunks(tensors[0], by, 5)
             for groups in chunks:
                 inputs = [_grouped(x, by, groups, 2) for x in tensors] + [_grouped(lse, by, groups, 1)]
-                branch = attention_backward(*inputs, impl=ctx.impl)
-                if grads is None and len(chunks) == 1:  # the whole view branch: its gradients are the accumulators
+                branch = attention_backward(*inputs, ctx.impl, grid.tokens_per_frame if no_own else None)
+                if grads is None and len(chunks) == 1:  # the whole first branch: its gradients are the accumulators
                     grads = [_ungrouped(g, tensors[1]).to(acc_dtype).contiguous() for g in branch]
                     continue
                 if grads is None:
@@ -152,7 +171,8 @@ def split_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Gri
 
     ``pattern``: see :mod:`video4d.attention.masks`. "view" / "time" are batched SDPA over views /
     times; "view_or_time" merges view, time and frame branches (just full attention if V or T is 1).
-    ``impl``: branch kernel for "view_or_time" ("auto": ATen's CPU flash kernels on CPU, else torch).
+    ``impl``: branch kernel for "view_or_time" (:func:`~video4d.attention.kernels.kernel_for`: "auto"
+    takes ATen's fused kernel for the device and dtype).
     """
     check_pattern(pattern)
     if pattern == "view_or_time" and min(grid.V, grid.T) == 1:
