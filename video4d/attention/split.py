@@ -6,17 +6,18 @@ regrouping the tokens): attention within each view (``T * h * w`` keys) and with
 branch's output ``o_b`` and log-sum-exp ``l_b`` the attention over the union is exact in one of two
 plans (:func:`branch_plan`):
 
-- three branches (any kernel, e.g. FlashAttention on CUDA): view, frame and time,
-  ``out = (e^{l_v} o_v - e^{l_f} o_f + e^{l_t} o_t) / (e^{l_v} - e^{l_f} + e^{l_t})``;
+- three branches (any kernel, e.g. FlashAttention on CUDA): view, time and frame,
+  ``out = (e^{l_v} o_v + e^{l_t} o_t - e^{l_f} o_f) / (e^{l_v} + e^{l_t} - e^{l_f})``;
 - two branches (CPU, where the fused kernel takes a mask): view and time, one of them without the
   query's own frame (an additive mask on the diagonal frame blocks of the shorter group), merged
   as ``(e^{l_v} o_v + e^{l_t} o_t) / (e^{l_v} + e^{l_t})``: no frame branch, ``V + T`` frames of keys
   per query instead of ``V + T + 1``.
 
-Branches are merged in order into one float accumulator in the token layout (the first branch's
-output is that accumulator; later ones merge with a running maximum, as online softmax does). The
-final normaliser includes the own frame's weight, so subtracting the frame branch loses no
-relative precision. The backward reuses the merged output and log-sum-exp in each branch (see
+Branches are merged in order into one normalised float accumulator in the token layout (the
+first branch's output is that accumulator): with the log-sum-exp ``l`` so far, a branch ``b`` of
+sign ``s`` gives ``l' = log(e^l + s e^{l_b})`` and ``acc <- acc + w (o_b - acc)``,
+``w = s e^{l_b - l'}`` (one ``lerp`` pass). The frame is subtracted last, when the view and time
+branches have counted it twice (``e^l >= 2 e^{l_f}``), so the subtraction loses no precision. The backward reuses the merged output and log-sum-exp in each branch (see
 :mod:`video4d.attention.kernels`: FlashAttention-style backward kernels take them as they are)
 and adds the branch gradients with the same signs.
 
@@ -51,7 +52,7 @@ def branch_plan(grid: GridShape, kernel: str) -> tuple[Branch, ...]:
     if kernel in ("cpu_flash", "torch") and shorter**2 * 4 <= MASK_BYTES:
         masked = "time" if grid.V <= grid.T else "view"
         return tuple((by, 1.0, by == masked) for by in ("view", "time"))
-    return (("view", 1.0, False), ("frame", -1.0, False), ("time", 1.0, False))
+    return (("view", 1.0, False), ("time", 1.0, False), ("frame", -1.0, False))
 
 
 def _grid_view(x: torch.Tensor, grid: GridShape) -> torch.Tensor:
@@ -95,7 +96,7 @@ class _ViewOrTime(torch.autograd.Function):
     def forward(ctx, q, k, v, grid: GridShape, impl: str):
         qkv = [_grid_view(x, grid) for x in (q, k, v)]
         acc_dtype = accumulation_dtype(q.dtype)
-        acc = top = denom = None
+        acc = lse = None  # the normalised output and log-sum-exp of the branches so far
         P = grid.tokens_per_frame
         for by, sign, no_own in branch_plan(grid, kernel_for(q, impl)):
             chunks = _chunks(qkv[0], by, 3)
@@ -103,30 +104,25 @@ class _ViewOrTime(torch.autograd.Function):
                 out_c, lse_c = attention_with_lse(*(_grouped(x, by, groups, 2) for x in qkv), impl, P if no_own else None)
                 if acc is None and len(chunks) == 1:  # the whole first branch: its output is the accumulator
                     acc = _ungrouped(out_c, qkv[0]).to(acc_dtype).contiguous()
-                    top = _ungrouped(lse_c, qkv[0][..., 0]).contiguous()
-                    denom = torch.ones_like(top)
+                    lse = _ungrouped(lse_c, qkv[0][..., 0]).contiguous()
                     continue
                 if acc is None:
                     acc = torch.empty(qkv[0].shape, dtype=acc_dtype, device=q.device)
-                    top = torch.empty(acc.shape[:-1], dtype=acc_dtype, device=q.device)
-                    denom = torch.ones_like(top)
-                acc_s, top_s, den_s = (_slot(x, by, groups) for x in (acc, top, denom))
-                out_c, lse_c = _ungrouped(out_c, acc_s), _ungrouped(lse_c, top_s)
+                    lse = torch.empty(acc.shape[:-1], dtype=acc_dtype, device=q.device)
+                acc_s, lse_s = _slot(acc, by, groups), _slot(lse, by, groups)
+                out_c, lse_c = _ungrouped(out_c, acc_s).to(acc_dtype), _ungrouped(lse_c, lse_s)
                 if by == "view":  # the first branch, in chunks
                     acc_s.copy_(out_c)
-                    top_s.copy_(lse_c)
-                elif sign < 0:  # the frame: l_f <= l_v, its keys are a subset of the view's
-                    weight = (lse_c - top_s).exp_()
-                    acc_s.addcmul_(out_c, weight[..., None], value=sign)
-                    den_s.sub_(weight)
-                else:
-                    new_top = torch.maximum(top_s, lse_c)
-                    rescale, weight = (top_s - new_top).exp_(), (lse_c - new_top).exp_()
-                    acc_s.mul_(rescale[..., None]).addcmul_(out_c, weight[..., None])
-                    den_s.mul_(rescale).add_(weight)
-                    top_s.copy_(new_top)
-        out = acc.div_(denom[..., None]).to(q.dtype).reshape(q.shape)
-        ctx.save_for_backward(q, k, v, out, top.add_(denom.log_()))
+                    lse_s.copy_(lse_c)
+                    continue
+                if sign > 0:
+                    merged = torch.logaddexp(lse_s, lse_c)
+                else:  # the frame, counted twice so far: e^{lse} >= 2 e^{l_f}
+                    merged = lse_s + torch.log1p(-torch.exp(lse_c - lse_s))
+                acc_s.lerp_(out_c, (lse_c - merged).exp_().mul_(sign)[..., None])  # acc + w (o_b - acc)
+                lse_s.copy_(merged)
+        out = acc.to(q.dtype).reshape(q.shape)
+        ctx.save_for_backward(q, k, v, out, lse)
         ctx.grid, ctx.impl = grid, impl
         return out
 
@@ -170,7 +166,7 @@ def split_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Gri
     """Exact masked attention ``q, k, v [B, N, H, D]`` -> ``[B, N, H, D]`` without an ``N x N`` mask.
 
     ``pattern``: see :mod:`video4d.attention.masks`. "view" / "time" are batched SDPA over views /
-    times; "view_or_time" merges view, time and frame branches (just full attention if V or T is 1).
+    times; "view_or_time" merges the branches of :func:`branch_plan` (full attention if V or T is 1).
     ``impl``: branch kernel for "view_or_time" (:func:`~video4d.attention.kernels.kernel_for`: "auto"
     takes ATen's fused kernel for the device and dtype).
     """
