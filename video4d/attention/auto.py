@@ -36,16 +36,19 @@ class DeviceCosts:
 
     ``pair_cost``: ``(min_query_len, cost)`` steps: cost per (query, key, head) pair of a fused
     unmasked kernel call whose groups have at least ``min_query_len`` queries (the CPU flash kernel
-    blocks queries by 32 / 64 / 256 below 192 / below 768 / above); ``mask_factor``: dense-mask SDPA
-    per pair relative to unmasked at the same length; ``pass_cost``: one memory pass over one
-    ``head_dim`` vector of one token and head, relative to a pair; ``split_passes``: such passes the
-    split backend makes (regrouping copies and merges); ``flex_tile_cost``: FlexAttention's cost per
-    pair by ``q_block * kv_block`` tile area relative to ``pair_cost`` (None: flex is no candidate);
-    ``dense_max_mask_bytes``: the largest ``N x N`` mask (5 bytes per pair: bool and float) dense may build.
+    blocks queries by 32 / 64 / 256 below 192 / below 768 / above, and runs longest key sequences a
+    little slower); ``mask_factor``: dense-mask SDPA per pair (mask built each call) relative to
+    unmasked; ``own_frame_mask_factor``: the same for a split branch whose own-frame mask exceeds
+    2 MiB (smaller masks stay in cache and cost nothing measurable); ``pass_cost``: one memory pass
+    over one token's ``head_dim`` vector of one head, in pairs; ``split_passes``: such passes the split
+    backend makes (regrouping copies, merges, the kernels' zeroed gradients); ``flex_tile_cost``:
+    FlexAttention's cost per computed pair by ``q_block * kv_block`` tile area (None: flex is no
+    candidate); ``dense_max_mask_bytes``: the largest ``N x N`` mask (5 bytes per pair) dense may build.
     """
 
     pair_cost: tuple[tuple[int, float], ...]
     mask_factor: float
+    own_frame_mask_factor: float
     pass_cost: float
     split_passes: float
     flex_tile_cost: tuple[tuple[int, float], ...] | None
@@ -53,24 +56,30 @@ class DeviceCosts:
 
     def pair(self, query_len: int) -> float:
         """Cost per pair of a kernel call whose groups have ``query_len`` queries."""
-        return next(cost for min_len, cost in reversed(self.pair_cost) if query_len >= min_len)
+        return _step(self.pair_cost, query_len)
 
     def flex_pair(self, tile_area: int) -> float:
         """Cost per computed pair of FlexAttention with tiles of ``tile_area`` pairs."""
         assert self.flex_tile_cost is not None
-        return next(cost for min_area, cost in reversed(self.flex_tile_cost) if tile_area >= min_area)
+        return _step(self.flex_tile_cost, tile_area)
 
 
-# Forward + backward (training) and forward only (inference) on this project's 2-core CPU machine.
+def _step(steps: tuple[tuple[int, float], ...], x: int) -> float:
+    return next(cost for threshold, cost in reversed(steps) if x >= threshold)
+
+
+# Forward + backward (True) and forward only (False) on this project's 2-core CPU machine, float32,
+# 12 heads x 128: per-pair CPU time of ATen's flash kernels by group length (one thread,
+# process_time, so that other processes on the shared machine do not count), relative to L = 4096.
 CPU_COSTS = {
-    True: DeviceCosts(((0, 1.7), (192, 1.25), (768, 1.0)), 1.09, 0.02, 14.0, None, 2**30),
-    False: DeviceCosts(((0, 1.6), (192, 1.07), (768, 1.0)), 1.14, 0.02, 8.0, None, 2**30),
+    True: DeviceCosts(((0, 1.9), (192, 1.02), (768, 0.93), (2048, 1.0)), 1.10, 1.15, 6.0, 19.0, None, 2**30),
+    False: DeviceCosts(((0, 2.0), (192, 1.04), (768, 0.9), (2048, 1.0)), 1.10, 1.18, 6.0, 4.0, None, 2**30),
 }
 # Estimates (FlashAttention-2 through ATen for split; FlexAttention's Triton kernels slower per pair,
 # more so with small tiles), to be replaced by the ratios gpu_checks measures.
 CUDA_COSTS = {
-    True: DeviceCosts(((0, 1.0),), 1.5, 0.01, 14.0, ((0, 3.0), (1024, 1.6), (4096, 1.3), (8192, 1.2)), 8.0 * 2**30),
-    False: DeviceCosts(((0, 1.0),), 1.5, 0.01, 8.0, ((0, 3.0), (1024, 1.6), (4096, 1.25), (8192, 1.15)), 8.0 * 2**30),
+    True: DeviceCosts(((0, 1.0),), 1.5, 1.0, 3.0, 19.0, ((0, 3.0), (1024, 1.6), (4096, 1.3), (8192, 1.2)), 8.0 * 2**30),
+    False: DeviceCosts(((0, 1.0),), 1.5, 1.0, 3.0, 6.0, ((0, 3.0), (1024, 1.6), (4096, 1.25), (8192, 1.15)), 8.0 * 2**30),
 }
 
 
@@ -78,16 +87,21 @@ def _costs(device_type: str, training: bool) -> DeviceCosts:
     return (CUDA_COSTS if device_type == "cuda" else CPU_COSTS)[training]
 
 
-def estimated_costs(device_type: str, grid: GridShape, pattern: str, training: bool, head_dim: int = 128) -> dict[str, float]:
+def _split_cost(costs: DeviceCosts, grid: GridShape, device_type: str) -> float:
+    V, T, P, N = grid.V, grid.T, grid.tokens_per_frame, grid.num_tokens
+    total = costs.split_passes * N * costs.pass_cost
+    for by, _, no_own in branch_plan(grid, "cuda_flash" if device_type == "cuda" else "cpu_flash"):
+        length = {"view": T * P, "time": V * P, "frame": P}[by]
+        masked = no_own and length * length * 4 > 2 * 2**20
+        total += N * length * costs.pair(length) * (costs.own_frame_mask_factor if masked else 1.0)
+    return total
+
+
+def estimated_costs(device_type: str, grid: GridShape, pattern: str, training: bool) -> dict[str, float]:
     """Relative cost of each candidate backend (see the module docstring) for ``pattern`` "view_or_time"."""
     costs = _costs(device_type, training)
-    V, T, P, N = grid.V, grid.T, grid.tokens_per_frame, grid.num_tokens
-    group_len = {"view": T * P, "time": V * P, "frame": P}
-    plan = branch_plan(grid, "cuda_flash" if device_type == "cuda" else "cpu_flash")
-    out = {
-        "split": sum(N * group_len[by] * costs.pair(group_len[by]) for by, _, _ in plan)
-        + costs.split_passes * N * head_dim * costs.pass_cost,
-    }
+    N = grid.num_tokens
+    out = {"split": _split_cost(costs, grid, device_type)}
     if N * N * 5 <= costs.dense_max_mask_bytes:
         out["dense"] = N * N * costs.pair(N) * costs.mask_factor
     if costs.flex_tile_cost is not None:
