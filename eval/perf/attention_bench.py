@@ -17,7 +17,8 @@ Two tables, both also written as JSON (``--out``, default ``outputs/perf/attenti
    ``V T / (V + T - 1)`` (the fraction of pairs the mask keeps), and each grid says which backend
    ``auto`` picks (forward+backward / forward) and whether it was the fastest measured.
 
-``--quick`` (at most ~3 minutes on the 2-core CPU machine) times dense and split at V = T = 8 with
+``--clock cpu`` times CPU time of this process instead of wall time: with ``OMP_NUM_THREADS=1``
+it is what to compare on a machine other processes share. ``--quick`` (at most ~3 minutes on the 2-core CPU machine) times dense and split at V = T = 8 with
 64 and 144 tokens per frame, V = T = 4 at 144 and V = T = 2 at 1560, without peak memory. The full
 run (every V, T in {2, 4, 8} at 64, 144 and 1560 tokens per frame up to ``--max-tokens``, all
 methods, peak memory) takes about 40 minutes there; both print their duration. Peak memory: see
@@ -30,13 +31,14 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Optional
 
 import torch
 
-from eval.perf.measure import median_seconds, peak_bytes
+from eval.perf.measure import median_seconds, peak_bytes, sync
 from video4d.attention import BlockLayout, attend, block_mask, choose_backend, choose_layout, sparsity_report
 from video4d.attention.dense import full_attention
 from video4d.attention.flex import flex_attention_grid
@@ -158,6 +160,24 @@ def _peak_mib(fn: Callable[[], None], device: torch.device) -> float:
         return peak_bytes(fn, device) / 2**20
 
 
+def _cpu_seconds(fn: Callable[[], None], repeats: int) -> float:
+    """Median CPU time (``time.process_time``: this process's threads only) over ``repeats`` runs after a warm-up."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        samples.append(time.process_time() - start)
+    return statistics.median(samples)
+
+
+def _seconds(fn: Callable[[], None], device: torch.device, args) -> float:
+    if args.clock == "cpu":
+        sync(device)
+        return _cpu_seconds(fn, args.repeats)
+    return median_seconds(fn, device, args.repeats)
+
+
 def _measure(method: str, grid: GridShape, args, device: torch.device, dtype: torch.dtype, compile_flex: bool) -> Row:
     row = Row(grid.V, grid.T, grid.tokens_per_frame, grid.num_tokens, method)
     row.note = _skip_reason(method, grid.num_tokens, args, device, compile_flex)
@@ -174,7 +194,7 @@ def _measure(method: str, grid: GridShape, args, device: torch.device, dtype: to
         with torch.no_grad():
             attn(q, k, v)
 
-    row.fwd_ms = 1e3 * median_seconds(forward, device, args.repeats)
+    row.fwd_ms = 1e3 * _seconds(forward, device, args)
     if args.memory:
         row.fwd_peak_mib = _peak_mib(forward, device)
     if method == "flex" and device.type == "cpu":
@@ -187,7 +207,7 @@ def _measure(method: str, grid: GridShape, args, device: torch.device, dtype: to
         attn(qg, kg, vg).backward(grad)
         qg.grad = kg.grad = vg.grad = None
 
-    row.fwd_bwd_ms = 1e3 * median_seconds(forward_backward, device, args.repeats)
+    row.fwd_bwd_ms = 1e3 * _seconds(forward_backward, device, args)
     if args.memory:
         row.fwd_bwd_peak_mib = _peak_mib(forward_backward, device)
     return row
@@ -267,7 +287,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, help="measure peak memory (default: not with --quick)")
     parser.add_argument("--no-blocks", dest="blocks", action="store_false", help="skip the block table")
     parser.add_argument("--flex-compile", action="store_true", help="compile FlexAttention on CPU too (always on CUDA)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or CPU time of this process (with OMP_NUM_THREADS=1: robust on a shared machine)")
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and torch.device(args.device).type != "cpu":
+        parser.error("--clock cpu measures CPU time: use it with --device cpu")
     on_cuda = torch.device(args.device).type == "cuda"
     args.max_tokens = args.max_tokens or (100_000 if on_cuda else 10_000)
     args.repeats = args.repeats or (2 if args.quick else 3)
@@ -301,7 +325,7 @@ def main(argv: Optional[list[str]] = None) -> list[Row]:
         _compare(grid_rows, grid, device)
         rows += grid_rows
     title = (f"attention on {device} ({dtype}), batch {args.batch}, {args.heads} heads x {args.head_dim}, "
-             f"threads {torch.get_num_threads()}; speed-up over dense and its ratio to the ideal V*T/(V+T-1)")
+             f"threads {torch.get_num_threads()}, {args.clock} time; speed-up over dense and its ratio to the ideal V*T/(V+T-1)")
     print_table(rows, title)
     seconds = time.perf_counter() - start
     settings = {k: v for k, v in vars(args).items()} | {"dtype": str(dtype), "torch": torch.__version__, "threads": torch.get_num_threads()}
