@@ -15,6 +15,7 @@ cost 3 % extra with 64 x 64 blocks (``python -m eval.perf.attention_bench`` prin
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -66,10 +67,14 @@ def block_mask(grid: GridShape, pattern: str, device: torch.device | str, layout
 
 def _candidates(grid: GridShape) -> list[BlockLayout]:
     """Layouts from :data:`BLOCK_SIZES`, most preferred first: larger block area, then squarer, then larger q block."""
-    layouts = [BlockLayout(q, kv, pad) for q in BLOCK_SIZES for kv in BLOCK_SIZES for pad in (False, True)]
-    layouts = [l for l in layouts if not (l.pad_frames and l.stride(grid) == grid.tokens_per_frame)]
-    fits = [l for l in layouts if -(-grid.num_frames * l.stride(grid) // l.q_block) * -(-grid.num_frames * l.stride(grid) // l.kv_block) <= MAX_MASK_BLOCKS]
-    return sorted(fits, key=lambda l: (-l.q_block * l.kv_block, -min(l.q_block, l.kv_block), -l.q_block, l.pad_frames))
+    layouts = []
+    for q, kv, pad in itertools.product(BLOCK_SIZES, BLOCK_SIZES, (False, True)):
+        layout = BlockLayout(q, kv, pad)
+        seq_len = grid.num_frames * layout.stride(grid)
+        padding_changes_nothing = pad and layout.stride(grid) == grid.tokens_per_frame
+        if not padding_changes_nothing and -(-seq_len // q) * -(-seq_len // kv) <= MAX_MASK_BLOCKS:
+            layouts.append(layout)
+    return sorted(layouts, key=lambda l: (-l.q_block * l.kv_block, -min(l.q_block, l.kv_block), -l.q_block, l.pad_frames))
 
 
 @functools.lru_cache(maxsize=64)
