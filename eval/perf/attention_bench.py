@@ -2,7 +2,8 @@
 
     python -m eval.perf.attention_bench [--quick] [--out results.json] [--heads 12] [--head-dim 128]
 
-Two tables, both also written as JSON (``--out``, default ``outputs/perf/attention_bench_<time>.json``):
+Two tables, both also written as JSON (:mod:`eval.perf.cli`: ``--out``, default
+``outputs/perf/attention_bench_<time>.json``), with a progress line per measurement:
 
 1. **Blocks** (no timing, no GPU): for the grids users train and sample (V x T in 4x4, 8x8, 8x16
    latent frames at 144x256, 288x512 and 480x832: 144, 576 and 1560 tokens per frame), the
@@ -21,23 +22,21 @@ Two tables, both also written as JSON (``--out``, default ``outputs/perf/attenti
 it is what to compare on a machine other processes share. ``--quick`` (at most ~3 minutes on the 2-core CPU machine) times dense and split at V = T = 8 with
 64 and 144 tokens per frame, V = T = 4 at 144 and V = T = 2 at 1560, without peak memory. The full
 run (every V, T in {2, 4, 8} at 64, 144 and 1560 tokens per frame up to ``--max-tokens``, all
-methods, peak memory) takes about 40 minutes there; both print their duration. Peak memory: see
-:mod:`eval.perf.measure` (torch-allocated bytes above the level before the call; on CPU from the
-profiler, whose log lines on stderr are silenced here).
+methods, peak memory) takes much longer (:data:`FULL_RUN`); both print their duration. Peak memory:
+see :mod:`eval.perf.measure` (torch-allocated bytes above the level before the call; on CPU from
+the profiler, whose log lines measure.py keeps quiet).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import torch
 
+from eval.perf.cli import Progress, add_common_args, write_json
 from eval.perf.measure import median_seconds, peak_bytes, sync
 from video4d.attention import BlockLayout, attend, block_mask, choose_backend, choose_layout, sparsity_report
 from video4d.attention.dense import full_attention
@@ -49,6 +48,7 @@ QUICK_METHODS = ("dense", "split")
 FRAME_SHAPES = {64: (8, 8), 144: (9, 16), 576: (18, 32), 1560: (30, 52)}  # tokens per frame -> (h, w)
 QUICK_GRIDS = ((8, 8, 64), (8, 8, 144), (4, 4, 144), (2, 2, 1560))
 BLOCK_GRIDS = tuple((V, T, p) for p in (144, 576, 1560) for V, T in ((4, 4), (8, 8), (8, 16)))
+FULL_RUN = "~40 min on this 2-core CPU (estimate from the quick run's grids)"
 
 
 @dataclass
@@ -141,23 +141,8 @@ def _skip_reason(method: str, N: int, args, device: torch.device, compile_flex: 
     return ""
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence file descriptor 2 (the profiler's kineto log lines: ``USDT ... profiler_start/stop``
-    and, without a GPU, ``ERROR ... gpuGetDeviceCount failed``) for the duration."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _peak_mib(fn: Callable[[], None], device: torch.device) -> float:
-    with _quiet_stderr():
-        return peak_bytes(fn, device) / 2**20
+    return peak_bytes(fn, device) / 2**20  # measure.py keeps the profiler's log lines quiet
 
 
 def _cpu_seconds(fn: Callable[[], None], repeats: int) -> float:
@@ -273,8 +258,7 @@ def print_table(rows: list, title: str) -> None:
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m eval.perf.attention_bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few grids, dense and split only, no peak memory (~3 min on 2 CPU cores)")
-    parser.add_argument("--out", help="JSON path (default outputs/perf/attention_bench_<time>.json)")
+    add_common_args(parser, "attention_bench")
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--batch", type=int, default=1)
@@ -294,46 +278,56 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         parser.error("--clock cpu measures CPU time: use it with --device cpu")
     on_cuda = torch.device(args.device).type == "cuda"
     args.max_tokens = args.max_tokens or (100_000 if on_cuda else 10_000)
+    args.dtype = args.dtype or ("bfloat16" if on_cuda else "float32")
     args.repeats = args.repeats or (2 if args.quick else 3)
     args.memory = (not args.quick) if args.memory is None else args.memory
     args.methods = [m for m in (args.methods or ",".join(QUICK_METHODS if args.quick else METHODS)).split(",") if m]
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
-    args.out = args.out or os.path.join("outputs", "perf", f"attention_bench_{time.strftime('%Y-%m-%d_%H-%M-%S')}.json")
     return args
+
+
+def run(args) -> tuple[list[BlockRow], list[Row], float]:
+    """Both tables for parsed ``args`` (see :func:`parse_args`), with a progress line per measurement,
+    and the seconds the timings took."""
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    compile_flex = device.type == "cuda" or args.flex_compile
+    blocks = block_rows() if args.blocks else []
+    if blocks:
+        print_table(blocks, "FlexAttention blocks of the view-or-time mask (counted from the BlockMask): before / after")
+    grids = _grids(args)
+    progress = Progress("attention_bench", len(grids) * len(args.methods), args.quick, FULL_RUN)
+    rows: list[Row] = []
+    for grid in grids:
+        grid_rows = []
+        for method in args.methods:
+            r = _measure(method, grid, args, device, dtype, compile_flex)
+            grid_rows.append(r)
+            progress.step(f"V={grid.V} T={grid.T} tok/frame={grid.tokens_per_frame} {method}: fwd {_fmt(r.fwd_ms)} ms, fwd+bwd {_fmt(r.fwd_bwd_ms)} ms {r.note}")
+        _compare(grid_rows, grid, device)
+        rows += grid_rows
+    return blocks, rows, progress.finish()
+
+
+def perf_section(quick: bool, device: str, work: str) -> tuple[str, list[dict]]:
+    """``python -m eval.perf``'s section: quick = the smallest quick grid at 4 heads x 64, no block table."""
+    argv = ["--device", device] + (["--quick", "--max-tokens", "2400", "--repeats", "1", "--heads", "4", "--head-dim", "64", "--no-blocks"] if quick else [])
+    return "Attention backends (forward / forward+backward, speed-up over dense, auto's pick)", [asdict(r) for r in main(argv)]
 
 
 def main(argv: Optional[list[str]] = None) -> list[Row]:
     """Run the benchmark, print both tables and write the JSON; returns the timing rows."""
     args = parse_args(argv)
-    start = time.perf_counter()
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-    compile_flex = device.type == "cuda" or args.flex_compile
-    blocks = block_rows() if args.blocks else []
-    if blocks:
-        print_table(blocks, "FlexAttention blocks of the view-or-time mask (counted from the BlockMask): before / after")
-    rows: list[Row] = []
-    for grid in _grids(args):
-        grid_rows = []
-        for method in args.methods:
-            grid_rows.append(_measure(method, grid, args, device, dtype, compile_flex))
-            r = grid_rows[-1]
-            print(f"[{time.perf_counter() - start:6.0f} s] V={grid.V} T={grid.T} tok/frame={grid.tokens_per_frame} {method}: "
-                  f"fwd {_fmt(r.fwd_ms)} ms, fwd+bwd {_fmt(r.fwd_bwd_ms)} ms {r.note}", flush=True)
-        _compare(grid_rows, grid, device)
-        rows += grid_rows
-    title = (f"attention on {device} ({dtype}), batch {args.batch}, {args.heads} heads x {args.head_dim}, "
+    blocks, rows, seconds = run(args)
+    title = (f"attention on {args.device} ({args.dtype}), batch {args.batch}, {args.heads} heads x {args.head_dim}, "
              f"threads {torch.get_num_threads()}, {args.clock} time; speed-up over dense and its ratio to the ideal V*T/(V+T-1)")
     print_table(rows, title)
-    seconds = time.perf_counter() - start
-    settings = {k: v for k, v in vars(args).items()} | {"dtype": str(dtype), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"settings": settings, "seconds": seconds, "memory": "peak torch-allocated bytes above the pre-call level",
-                   "blocks": [asdict(b) for b in blocks], "rows": [asdict(r) for r in rows]}, f, indent=1)
-    print(f"took {seconds:.0f} s; wrote {args.out}")
+    settings = dict(vars(args)) | {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    write_json("attention_bench", args.out, {"settings": settings, "seconds": seconds,
+                                             "memory": "peak torch-allocated bytes above the pre-call level",
+                                             "blocks": [asdict(b) for b in blocks], "rows": [asdict(r) for r in rows]})
     return rows
 
 
