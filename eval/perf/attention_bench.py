@@ -1,6 +1,6 @@
 """Benchmark of the 4D attention backends and of the ablation pattern mixes (a script, not a test).
 
-    python -m eval.perf.attention_bench [--quick] [--out results.json] [--heads 12] [--head-dim 128]
+    python -m eval.perf.attention_bench [--quick] [--out results.json] [--clock wall|cpu] [--heads 12] [--head-dim 128]
 
 Two tables, both also written as JSON (:mod:`eval.perf.cli`: ``--out``, default
 ``outputs/perf/attention_bench_<time>.json``), with a progress line per measurement:
@@ -18,9 +18,10 @@ Two tables, both also written as JSON (:mod:`eval.perf.cli`: ``--out``, default
    ``V T / (V + T - 1)`` (the fraction of pairs the mask keeps), and each grid says which backend
    ``auto`` picks (forward+backward / forward) and whether it was the fastest measured.
 
-``--clock cpu`` times CPU time of this process instead of wall time: with ``OMP_NUM_THREADS=1``
-it is what to compare on a machine other processes share. ``--quick`` (at most ~3 minutes on the 2-core CPU machine) times dense and split at V = T = 8 with
-64 and 144 tokens per frame, V = T = 4 at 144 and V = T = 2 at 1560, without peak memory. The full
+``--quick`` (at most ~3 minutes on the quiet 2-core CPU machine) times dense and split at V = T = 8
+with 64 and 144 tokens per frame, V = T = 4 at 144 and V = T = 2 at 1560, without peak memory.
+``--clock cpu`` times this process's CPU time instead of wall time: with ``OMP_NUM_THREADS=1`` it
+is what to compare on a machine other processes share. The full
 run (every V, T in {2, 4, 8} at 64, 144 and 1560 tokens per frame up to ``--max-tokens``, all
 methods, peak memory) takes much longer (:data:`FULL_RUN`); both print their duration. Peak memory:
 see :mod:`eval.perf.measure` (torch-allocated bytes above the level before the call; on CPU from
