@@ -34,9 +34,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["KERNELS", "accumulation_dtype", "attention_with_lse", "attention_backward", "kernel_for"]
+__all__ = ["accumulation_dtype", "attention_with_lse", "attention_backward", "kernel_for"]
 
-KERNELS = ("cpu_flash", "cuda_flash", "cuda_efficient", "torch")
 _CHUNK_BYTES = 256 * 2**20
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _HALF_DTYPES = (torch.bfloat16, torch.float16)
@@ -73,7 +72,7 @@ def _fused_kernel(q: torch.Tensor) -> str | None:
 
 
 @functools.lru_cache(maxsize=16)
-def own_frame_mask(length: int, frame: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _own_frame_mask(length: int, frame: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Additive mask ``[length, length]``: ``-inf`` where query and key lie in the same ``frame``-token block, else 0."""
     frames = torch.arange(length, device=device) // frame
     return torch.zeros(length, length, dtype=dtype, device=device).masked_fill_(frames[:, None] == frames[None, :], -math.inf)
@@ -84,7 +83,7 @@ def _mask(q: torch.Tensor, kernel: str, own_frame: int | None) -> torch.Tensor |
         return None
     if kernel not in ("cpu_flash", "torch"):
         raise ValueError(f"the {kernel} kernel takes no mask: own_frame is for the CPU and torch kernels")
-    return own_frame_mask(q.shape[2], own_frame, q.dtype if kernel == "cpu_flash" else accumulation_dtype(q.dtype), q.device)
+    return _own_frame_mask(q.shape[2], own_frame, q.dtype if kernel == "cpu_flash" else accumulation_dtype(q.dtype), q.device)
 
 
 def _chunk(q: torch.Tensor, kv_len: int) -> int:
