@@ -5,12 +5,10 @@
 
 Checks (:data:`CHECKS`), in order, each skipped with a note once the time budget is spent:
 
-- ``attention``: the view-or-time pattern at Wan2.1 480p grids (832 x 480 -> 30 x 52 = 1560 tokens
-  per latent frame; V = T in 2, 4, 8; 12 heads x 128, Wan2.1-1.3B) in bf16: compiled FlexAttention,
-  the exact ``split`` backend and dense-mask SDPA (where its N x N mask fits ``--mem-cap-gib``), plus
-  unmasked SDPA and FlashAttention (if ``flash_attn`` imports) as full-attention speed references.
-  Forward and forward+backward median ms and peak memory; equality: max |difference| of the output
-  and of dq against the reference (dense where it runs, else split).
+- ``attention``: :mod:`eval.perf.gpu_attention`: the split backend's fused CUDA kernels against a
+  float64 reference, and compiled FlexAttention (chosen block layout and 128 x 128), split, dense-mask
+  SDPA and unmasked SDPA / FlashAttention at the paper's grids in bf16: ms, TFLOP/s on the attended
+  pairs, speed-up over dense and its ratio to the ideal, block counts, equality.
 - ``gsplat``: gsplat vs the torch rasterizer on the same random scene: images' max |difference| and
   PSNR between them, forward and forward+backward ms.
 - ``recon``: the reconstructor table (Table S1 layout) at VGGT-1B size with random weights, bf16,
@@ -44,6 +42,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from eval.perf import gpu_attention
 from fourd.weights import atomic_write_bytes
 
 __all__ = ["CHECKS", "REQUIRES", "PEAK_BF16_TFLOPS", "peak_tflops", "dit_step_flops", "run_check", "write_report", "parse_args", "main"]
@@ -70,73 +69,6 @@ def _time(fn: Callable[[], Any], repeats: int) -> float:
     from eval.perf.measure import median_seconds
 
     return median_seconds(fn, torch.device("cuda"), repeats)
-
-
-def _attention(args, deadline: float) -> list[dict]:
-    from eval.perf.measure import peak_bytes
-    from video4d.attention import attend
-    from video4d.attention.dense import full_attention
-    from video4d.attention.flex import flex_attention_grid
-    from video4d.grid import GridShape
-
-    try:
-        from flash_attn import flash_attn_func
-    except ImportError:
-        flash_attn_func = None
-    dev = torch.device("cuda")
-    rows = []
-    for n in (2, 4, 8):
-        grid = GridShape(n, n, *WAN_480P_TOKENS)
-        N = grid.num_tokens
-        methods = {
-            "flex (compiled)": lambda q, k, v: flex_attention_grid(q, k, v, grid, "view_or_time", compile=True),
-            "split": lambda q, k, v: attend(q, k, v, grid, "view_or_time", "split"),
-            "dense-mask SDPA": lambda q, k, v: attend(q, k, v, grid, "view_or_time", "dense"),
-            "full SDPA (no mask)": full_attention,
-        }
-        if flash_attn_func is not None:
-            methods["FlashAttention (no mask)"] = flash_attn_func
-        shape = (1, N, args.heads, 128)
-        gen = torch.Generator(device=dev).manual_seed(0)
-        q, k, v, grad = (torch.randn(shape, generator=gen, device=dev, dtype=torch.bfloat16) for _ in range(4))
-        reference: dict[str, torch.Tensor] = {}
-        for name, fn in methods.items():
-            row: dict[str, Any] = {"V": n, "T": n, "N": N, "method": name}
-            rows.append(row)
-            if time.monotonic() > deadline:
-                row["note"] = "skipped: time budget spent"
-                continue
-            if name.startswith("dense") and N * N * 5 > args.mem_cap_gib * 2**30:
-                row["note"] = f"skipped: N x N mask ~{N * N * 5 / 2**30:.0f} GiB > --mem-cap-gib"
-                continue
-            qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
-
-            def fwd_bwd():
-                fn(qg, kg, vg).backward(grad)
-                qg.grad = kg.grad = vg.grad = None
-
-            try:
-                with torch.no_grad():
-                    out = fn(q, k, v).float()
-                fn(qg, kg, vg).backward(grad)
-                dq = qg.grad.float()
-                row["fwd_ms"] = 1e3 * _time(lambda: fn(q, k, v), args.repeats)
-                row["fwd_bwd_ms"] = 1e3 * _time(fwd_bwd, args.repeats)
-                row["fwd_bwd_peak_gib"] = peak_bytes(fwd_bwd, dev) / 2**30
-            except torch.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                row["note"] = "OOM"
-                continue
-            if "no mask" in name:
-                continue
-            if not reference:
-                reference.update(name=name, out=out, dq=dq)
-                row["note"] = "equality reference"
-            else:
-                row["max_abs_diff_out"] = float((out - reference["out"]).abs().max())
-                row["max_abs_diff_dq"] = float((dq - reference["dq"]).abs().max())
-                row["note"] = f"vs {reference['name']}"
-    return rows
 
 
 def _gsplat(args, deadline: float) -> list[dict]:
@@ -371,7 +303,7 @@ def _dit_zero3(args, deadline: float) -> list[dict]:
 
 
 CHECKS: dict[str, Callable[[argparse.Namespace, float], list[dict]]] = {
-    "attention": _attention, "gsplat": _gsplat, "recon": _recon, "dit_step": _dit_step, "sp_step": _sp_step, "dit_zero3": _dit_zero3,
+    "attention": gpu_attention.run, "gsplat": _gsplat, "recon": _recon, "dit_step": _dit_step, "sp_step": _sp_step, "dit_zero3": _dit_zero3,
 }
 REQUIRES = {"gsplat": ("gsplat",), "dit_zero3": ("deepspeed",)}  # packages a check cannot run without
 

@@ -2,22 +2,33 @@
 
 The ``BlockMask`` is built from the analytic block structure of :mod:`video4d.attention.masks`
 (memory ``O(N + blocks^2)``, never an ``N x N`` mask; equal to ``create_block_mask`` with
-``B=None, H=None``) once per (grid, pattern, block size, padding, device) and cached.
-With ``pad_frames`` every frame is padded to a multiple of the block size so that block sparsity
-equals element sparsity; padded keys are masked out and padded queries dropped from the output.
+``B=None, H=None``) once per (grid, pattern, layout, device) and cached.
+
+The block layout (:class:`~video4d.attention.masks.BlockLayout`: query / key block sizes and
+optional per-frame padding) is chosen per grid by :func:`choose_layout` so that the blocks the
+kernel computes are at most :data:`MAX_WORK_RATIO` times the blocks element sparsity needs, with
+the largest blocks that allow it (larger tiles run faster on the GPU kernels). With 128 x 128
+blocks a 144-token frame straddles blocks and FlexAttention computes 1.7x the needed pairs at
+V = T = 8; frames of 144 tokens are exact with 16-token blocks, 576 with 64, and 1560-token frames
+cost 3 % extra with 64 x 64 blocks (``python -m eval.perf.attention_bench`` prints the table).
 """
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-from video4d.attention.masks import block_structure, check_pattern, mask_mod
+from video4d.attention.masks import BlockLayout, block_structure, check_pattern, mask_mod, sparsity_report
 from video4d.grid import GridShape
 
-__all__ = ["block_mask", "choose_padding", "flex_attention_grid"]
+__all__ = ["BLOCK_SIZES", "MAX_WORK_RATIO", "block_mask", "choose_layout", "flex_attention_grid"]
+
+BLOCK_SIZES = (128, 64, 32, 16)  # powers of two the Triton kernels tile with (16 is their minimum)
+MAX_WORK_RATIO = 1.05  # computed blocks / blocks element sparsity needs
+MAX_MASK_BLOCKS = 2**24  # q blocks x kv blocks: larger layouts are not considered (BlockMask memory)
 
 
 @functools.cache
@@ -34,34 +45,52 @@ def _ordered(blocks: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, 
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_block_mask(grid: GridShape, pattern: str, block_size: int, pad_frames: bool, device: torch.device) -> BlockMask:
-    blocks = block_structure(grid, pattern, block_size, pad_frames)
+def _cached_block_mask(grid: GridShape, pattern: str, layout: BlockLayout, device: torch.device) -> BlockMask:
+    blocks = block_structure(grid, pattern, layout)
     partial, full = _ordered(blocks.partial, device), _ordered(blocks.full, device)
     return BlockMask.from_kv_blocks(
         *partial,
         *full,
-        BLOCK_SIZE=block_size,
+        BLOCK_SIZE=(layout.q_block, layout.kv_block),
         mask_mod=mask_mod(grid, pattern, blocks.stride),
         seq_lengths=(blocks.seq_len, blocks.seq_len),
     )
 
 
-def block_mask(grid: GridShape, pattern: str, device: torch.device | str, block_size: int = 128, pad_frames: bool = False) -> BlockMask:
+def block_mask(grid: GridShape, pattern: str, device: torch.device | str, layout: BlockLayout = BlockLayout()) -> BlockMask:
     """Cached ``BlockMask`` of ``pattern`` (not "full") over the (padded) sequence of ``grid`` on ``device``."""
     check_pattern(pattern)
     if pattern == "full":
         raise ValueError("pattern 'full' needs no BlockMask")
-    return _cached_block_mask(grid, pattern, block_size, bool(pad_frames), torch.device(device))
+    return _cached_block_mask(grid, pattern, layout, torch.device(device))
+
+
+def _candidates(grid: GridShape) -> list[BlockLayout]:
+    """Layouts from :data:`BLOCK_SIZES`, most preferred first: larger block area, then squarer, then larger q block."""
+    layouts = []
+    for q, kv, pad in itertools.product(BLOCK_SIZES, BLOCK_SIZES, (False, True)):
+        layout = BlockLayout(q, kv, pad)
+        seq_len = grid.num_frames * layout.stride(grid)
+        padding_changes_nothing = pad and layout.stride(grid) == grid.tokens_per_frame
+        if not padding_changes_nothing and -(-seq_len // q) * -(-seq_len // kv) <= MAX_MASK_BLOCKS:
+            layouts.append(layout)
+    return sorted(layouts, key=lambda l: (-l.q_block * l.kv_block, -min(l.q_block, l.kv_block), -l.q_block, l.pad_frames))
 
 
 @functools.lru_cache(maxsize=64)
-def choose_padding(grid: GridShape, pattern: str, block_size: int = 128) -> bool:
-    """True when padding frames to the block size leaves fewer blocks to compute."""
-    def computed(pad: bool) -> int:
-        blocks = block_structure(grid, pattern, block_size, pad)
-        return int(blocks.partial.sum() + blocks.full.sum())
-
-    return computed(True) < computed(False)
+def choose_layout(grid: GridShape, pattern: str, max_work_ratio: float = MAX_WORK_RATIO) -> BlockLayout:
+    """The block layout for ``pattern`` on ``grid``: the first of :func:`_candidates` (largest
+    blocks) whose computed blocks are at most ``max_work_ratio`` times the needed ones; where no
+    layout reaches that, the one with the least work. Deterministic; cached."""
+    check_pattern(pattern)
+    best, best_ratio = BlockLayout(), float("inf")
+    for layout in _candidates(grid):
+        ratio = sparsity_report(grid, layout, pattern).work_ratio
+        if ratio <= max_work_ratio:
+            return layout
+        if ratio < best_ratio:
+            best, best_ratio = layout, ratio
+    return best
 
 
 def _pad(x: torch.Tensor, grid: GridShape, stride: int) -> torch.Tensor:
@@ -88,13 +117,12 @@ def flex_attention_grid(
     v: torch.Tensor,
     grid: GridShape,
     pattern: str = "view_or_time",
-    pad_frames: bool | None = None,
-    block_size: int = 128,
+    layout: BlockLayout | None = None,
     compile: bool | None = None,
 ) -> torch.Tensor:
     """Masked attention with FlexAttention: ``q, k, v [B, N, H, D]`` -> ``[B, N, H, D]``.
 
-    ``pad_frames``: pad frames to ``block_size`` (None: whichever computes fewer blocks).
+    ``layout``: block sizes and frame padding (None: :func:`choose_layout`).
     ``compile``: use the compiled kernel (None: on CUDA only). On CPU FlexAttention has no
     backward, so inputs requiring grad raise ``ValueError`` there (use the "split" backend).
     """
@@ -105,9 +133,8 @@ def flex_attention_grid(
     attend = _compiled_flex() if compile else flex_attention
     if pattern == "full":
         return attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
-    if pad_frames is None:
-        pad_frames = choose_padding(grid, pattern, block_size)
-    mask = block_mask(grid, pattern, q.device, block_size, pad_frames)
-    stride = mask.seq_lengths[0] // grid.num_frames
+    layout = choose_layout(grid, pattern) if layout is None else layout
+    mask = block_mask(grid, pattern, q.device, layout)
+    stride = layout.stride(grid)
     out = attend(*(_pad(x, grid, stride) for x in (q, k, v)), block_mask=mask)
     return _unpad(out, grid, stride)

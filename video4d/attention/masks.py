@@ -9,9 +9,10 @@ iff the frame pair ``((v, t), (v', t'))`` is allowed:
 - ``"time"``: ``t == t'`` (a freeze-time video).
 
 Block sparsity is derived from per-block frame token counts (memory ``O(N + blocks^2)``), never from
-an ``N x N`` matrix. Frames may be padded to a multiple of the block size (``pad_frames``): then a
-frame occupies ``frame_stride`` positions, the first ``h * w`` of them real tokens; padded keys are
-masked out and padded queries attend like the real tokens of their frame (their output is dropped).
+an ``N x N`` matrix. A :class:`BlockLayout` sets the query and key block sizes and whether frames are
+padded to a multiple of the block size: then a frame occupies ``frame_stride`` positions, the first
+``h * w`` of them real tokens; padded keys are masked out and padded queries attend like the real
+tokens of their frame (their output is dropped), so padding never changes a result.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ __all__ = [
     "frame_mask",
     "dense_mask",
     "frame_stride",
+    "BlockLayout",
     "mask_mod",
     "BlockStructure",
     "block_structure",
@@ -65,6 +67,34 @@ def dense_mask(grid: GridShape, pattern: str, device: torch.device | str | None 
     return frame_mask(grid.V, grid.T, pattern, device)[frames[:, None], frames[None, :]]
 
 
+@dataclass(frozen=True)
+class BlockLayout:
+    """How a grid's token sequence is cut into FlexAttention blocks.
+
+    ``q_block`` / ``kv_block``: tokens per query / key block (powers of two >= 16 run on the GPU
+    kernels). ``pad_frames``: every frame is padded to a multiple of ``max(q_block, kv_block)``
+    positions so that no block straddles two frames; padded keys are masked out and padded
+    queries dropped (they never change a result).
+    """
+
+    q_block: int = 128
+    kv_block: int = 128
+    pad_frames: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("q_block", "kv_block"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"BlockLayout.{name} must be a positive int, got {value!r}")
+
+    def stride(self, grid: GridShape) -> int:
+        """Sequence positions per frame: ``h * w``, or that rounded up to the larger block when padding."""
+        return frame_stride(grid, max(self.q_block, self.kv_block), self.pad_frames)
+
+    def __str__(self) -> str:
+        return f"{self.q_block}x{self.kv_block}{' padded' if self.pad_frames else ''}"
+
+
 def frame_stride(grid: GridShape, block_size: int, pad_frames: bool) -> int:
     """Sequence positions per frame: ``h * w``, or that rounded up to a multiple of ``block_size``."""
     tokens = grid.tokens_per_frame
@@ -100,15 +130,15 @@ def mask_mod(grid: GridShape, pattern: str, stride: int | None = None):
 
 @dataclass(frozen=True)
 class BlockStructure:
-    """Block-level view of a mask on a sequence of ``seq_len`` positions cut in ``block_size`` blocks.
+    """Block-level view of a mask on a (padded) grid sequence cut as ``layout`` says.
 
-    ``partial``/``full``: bool ``[nq, nk]`` (``nq = nk = ceil(seq_len / block_size)``): blocks with
-    some / all ``block_size x block_size`` pairs allowed (a short last block is never full);
-    the other blocks are skipped. ``allowed_pairs``: number of allowed (real query, real key) pairs.
+    ``partial``/``full``: bool ``[nq, nk]`` (``nq = ceil(seq_len / q_block)``, ``nk`` likewise):
+    blocks with some / all of their ``q_block x kv_block`` pairs allowed (a short last block is
+    never full); the other blocks are skipped. ``allowed_pairs``: allowed (real query, real key) pairs.
     """
 
+    layout: BlockLayout
     seq_len: int
-    block_size: int
     stride: int
     partial: torch.Tensor
     full: torch.Tensor
@@ -116,67 +146,83 @@ class BlockStructure:
 
 
 def _block_frame_counts(grid: GridShape, stride: int, block_size: int, real_only: bool) -> torch.Tensor:
-    """Tokens of each frame in each block: float64 ``[num_blocks, V*T]`` (padding counted unless ``real_only``)."""
+    """Tokens of each frame in each block: float32 ``[num_blocks, V*T]``, exact integers
+    (padding positions counted with their frame unless ``real_only``)."""
     frames = grid.num_frames
     pos = torch.arange(frames * stride)
-    frame = pos // stride
     if real_only:
-        keep = (pos % stride) < grid.tokens_per_frame
-        pos, frame = pos[keep], frame[keep]
+        pos = pos[(pos % stride) < grid.tokens_per_frame]
     blocks = math.ceil(frames * stride / block_size)
-    flat = (pos // block_size) * frames + frame
-    return torch.bincount(flat, minlength=blocks * frames).reshape(blocks, frames).double()
+    flat = (pos // block_size) * frames + pos // stride
+    return torch.bincount(flat, minlength=blocks * frames).reshape(blocks, frames).float()
 
 
-def block_structure(grid: GridShape, pattern: str, block_size: int = 128, pad_frames: bool = False) -> BlockStructure:
-    """Classify the ``block_size`` blocks of ``pattern`` on ``grid`` (padded per frame if asked)."""
-    if block_size < 1:
-        raise ValueError(f"block_size must be positive, got {block_size}")
-    stride = frame_stride(grid, block_size, pad_frames)
-    allowed = frame_mask(grid.V, grid.T, pattern).double()
-    q_counts = _block_frame_counts(grid, stride, block_size, real_only=False)
-    kv_counts = _block_frame_counts(grid, stride, block_size, real_only=True)
-    pairs = q_counts @ allowed @ kv_counts.T
-    partial_any = pairs > 0
-    full = pairs == block_size * block_size
+def block_structure(grid: GridShape, pattern: str, layout: BlockLayout = BlockLayout()) -> BlockStructure:
+    """Classify the blocks of ``pattern`` on ``grid`` (memory ``O(nq * nk)``, never ``N x N``).
+
+    Padded queries attend like the real tokens of their frame (as :func:`mask_mod` says), so a
+    block of padded queries only is computed too and counts as computed work.
+    """
+    stride = layout.stride(grid)
+    allowed = frame_mask(grid.V, grid.T, pattern).float()
+    q_counts = _block_frame_counts(grid, stride, layout.q_block, real_only=False)
+    kv_counts = _block_frame_counts(grid, stride, layout.kv_block, real_only=True)
+    pairs = q_counts @ allowed @ kv_counts.T  # [nq, nk] allowed (query, real key) pairs per block
+    full = pairs == layout.q_block * layout.kv_block
     real = torch.full((grid.num_frames,), float(grid.tokens_per_frame), dtype=torch.float64)
     return BlockStructure(
+        layout=layout,
         seq_len=grid.num_frames * stride,
-        block_size=block_size,
         stride=stride,
-        partial=partial_any & ~full,
+        partial=(pairs > 0) & ~full,
         full=full,
-        allowed_pairs=int(real @ allowed @ real),
+        allowed_pairs=int(real @ allowed.double() @ real),
     )
 
 
 @dataclass(frozen=True)
 class SparsityReport:
-    """Sparsity of one pattern on one grid.
+    """Sparsity and computed work of one pattern on one grid under one block layout.
 
     ``element_sparsity``: fraction of (real query, real key) pairs masked out, in [0, 1].
-    ``block_sparsity``: fraction of ``block_size x block_size`` blocks skipped (as FlexAttention's
-    ``BlockMask.sparsity() / 100``). ``seq_len``: sequence length after optional frame padding.
+    ``block_sparsity``: fraction of the ``q_block x kv_block`` blocks skipped (as FlexAttention's
+    ``BlockMask.sparsity() / 100``); ``seq_len``: sequence length after optional frame padding.
+    ``computed_blocks = full_blocks + partial_blocks``; ``needed_blocks``: the allowed (real)
+    pairs over the block area, the blocks element sparsity needs; ``work_ratio``: their ratio
+    (1.0: no pair computed in vain).
     """
 
+    layout: BlockLayout
     element_sparsity: float
     block_sparsity: float
     num_blocks: int
     full_blocks: int
     partial_blocks: int
     seq_len: int
+    needed_blocks: float
+
+    @property
+    def computed_blocks(self) -> int:
+        """Blocks the kernel computes: ``full_blocks + partial_blocks``."""
+        return self.full_blocks + self.partial_blocks
+
+    @property
+    def work_ratio(self) -> float:
+        """``computed_blocks / needed_blocks``: computed pairs per attended pair."""
+        return self.computed_blocks / self.needed_blocks
 
 
-def sparsity_report(grid: GridShape, block_size: int = 128, pad_frames: bool = False, pattern: str = "view_or_time") -> SparsityReport:
+def sparsity_report(grid: GridShape, layout: BlockLayout = BlockLayout(), pattern: str = "view_or_time") -> SparsityReport:
     """Element and block sparsity of ``pattern`` on ``grid`` (``1 - (V+T-1)/(VT)`` elements for view_or_time)."""
-    blocks = block_structure(grid, pattern, block_size, pad_frames)
-    total = blocks.full.numel()
+    blocks = block_structure(grid, pattern, layout)
     full, partial = int(blocks.full.sum()), int(blocks.partial.sum())
     return SparsityReport(
+        layout=layout,
         element_sparsity=1.0 - blocks.allowed_pairs / grid.num_tokens**2,
-        block_sparsity=1.0 - (full + partial) / total,
-        num_blocks=total,
+        block_sparsity=1.0 - (full + partial) / blocks.full.numel(),
+        num_blocks=blocks.full.numel(),
         full_blocks=full,
         partial_blocks=partial,
         seq_len=blocks.seq_len,
+        needed_blocks=blocks.allowed_pairs / (layout.q_block * layout.kv_block),
     )

@@ -1,19 +1,30 @@
-"""Exact masked attention by splitting the grid into views, times and frames (CPU-capable, with backward).
+"""Exact masked attention by splitting the grid into views, times and frames (any device, with backward).
 
 The fused mask "same view OR same time" is the union of two block-diagonal masks (after
-regrouping the tokens): attention within each view (``T * h * w`` keys), within each time step
-(``V * h * w`` keys), whose intersection is the same frame (``h * w`` keys). With each branch's
-output ``o_b`` and log-sum-exp ``l_b``, the attention over the union is exactly
+regrouping the tokens): attention within each view (``T * h * w`` keys) and within each time step
+(``V * h * w`` keys), whose intersection is the query's own frame (``h * w`` keys). With each
+branch's output ``o_b`` and log-sum-exp ``l_b`` the attention over the union is exact in one of two
+plans (:func:`branch_plan`):
 
-    out = (e^{l_v} o_v + e^{l_t} o_t - e^{l_f} o_f) / (e^{l_v} + e^{l_t} - e^{l_f}),
+- three branches (any kernel, e.g. FlashAttention on CUDA): view, time and frame,
+  ``out = (e^{l_v} o_v + e^{l_t} o_t - e^{l_f} o_f) / (e^{l_v} + e^{l_t} - e^{l_f})``;
+- two branches (CPU, where the fused kernel takes a mask): view and time, one of them without the
+  query's own frame (an additive mask on the diagonal frame blocks of the shorter group), merged
+  as ``(e^{l_v} o_v + e^{l_t} o_t) / (e^{l_v} + e^{l_t})``: no frame branch, ``V + T`` frames of keys
+  per query instead of ``V + T + 1``.
 
-computed as a running (online-softmax) merge into one float accumulator in the token layout. The
-backward reuses the merged output and log-sum-exp in each branch (see
-:mod:`video4d.attention.kernels`) and adds the branch gradients with the same signs.
+Branches are merged in order into one normalised float accumulator in the token layout (the
+first branch's output is that accumulator): with the log-sum-exp ``l`` so far, a branch ``b`` of
+sign ``s`` gives ``l' = log(e^l + s e^{l_b})`` and ``acc <- acc + w (o_b - acc)``,
+``w = s e^{l_b - l'}`` (one ``lerp`` pass). The frame is subtracted last, when the view and time
+branches have counted it twice (``e^l >= 2 e^{l_f}``), so the subtraction loses no precision. The backward reuses the merged output and log-sum-exp in each branch (see
+:mod:`video4d.attention.kernels`: FlashAttention-style backward kernels take them as they are)
+and adds the branch gradients with the same signs.
 
-Each branch runs over chunks of its groups (views, times or frames), so only about an eighth of a
-branch's inputs (the time grouping needs copies) and outputs are alive at once; no score matrix
-is stored. Tensors are handled as grid views ``[B, V, T, P, H, *rest]`` (``P = h * w``).
+The view and frame groupings are views of the inputs; the time grouping needs copies, so branches
+run over chunks of their groups (views, times or frames) of at most :data:`CHUNK_BYTES` of kernel
+inputs. No score matrix is stored. Tensors are handled as grid views ``[B, V, T, P, H, *rest]``
+(``P = h * w``).
 """
 from __future__ import annotations
 
@@ -22,13 +33,26 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from video4d.attention.dense import full_attention
-from video4d.attention.kernels import accumulation_dtype, attention_backward, attention_with_lse
+from video4d.attention.kernels import accumulation_dtype, attention_backward, attention_with_lse, kernel_for
 from video4d.attention.masks import check_pattern
 from video4d.grid import GridShape
 
-__all__ = ["split_attention"]
+__all__ = ["CHUNK_BYTES", "MASK_BYTES", "Branch", "branch_plan", "split_attention"]
 
-_GROUPS_PER_BRANCH_CHUNKS = 8
+CHUNK_BYTES = 512 * 2**20  # kernel inputs per call; bounds the copies of the time grouping
+MASK_BYTES = 32 * 2**20  # the largest own-frame mask (float32 [L, L]) of the two-branch plan
+
+Branch = tuple[str, float, bool]  # (grouping "view" / "time" / "frame", sign, without the own frame)
+
+
+def branch_plan(grid: GridShape, kernel: str) -> tuple[Branch, ...]:
+    """The branches (see the module docstring) for ``kernel`` (:func:`~video4d.attention.kernels.kernel_for`):
+    two where the kernel takes the own-frame mask and the shorter group's mask fits :data:`MASK_BYTES`, else three."""
+    shorter = min(grid.V, grid.T) * grid.tokens_per_frame
+    if kernel in ("cpu_flash", "torch") and shorter**2 * 4 <= MASK_BYTES:
+        masked = "time" if grid.V <= grid.T else "view"
+        return tuple((by, 1.0, by == masked) for by in ("view", "time"))
+    return (("view", 1.0, False), ("time", 1.0, False), ("frame", -1.0, False))
 
 
 def _grid_view(x: torch.Tensor, grid: GridShape) -> torch.Tensor:
@@ -36,13 +60,12 @@ def _grid_view(x: torch.Tensor, grid: GridShape) -> torch.Tensor:
     return x.reshape(x.shape[0], grid.V, grid.T, grid.tokens_per_frame, *x.shape[2:])
 
 
-def _num_groups(grid: GridShape, by: str) -> int:
-    return {"view": grid.V, "time": grid.T, "frame": grid.num_frames}[by]
-
-
-def _chunks(count: int) -> list[slice]:
-    """Group index ranges, at most ``_GROUPS_PER_BRANCH_CHUNKS`` of them."""
-    step = -(-count // _GROUPS_PER_BRANCH_CHUNKS)
+def _chunks(x6: torch.Tensor, by: str, tensors: int) -> list[slice]:
+    """Group index ranges of branch ``by`` whose ``tensors`` kernel inputs stay within :data:`CHUNK_BYTES`."""
+    B, V, T = x6.shape[:3]
+    count = {"view": V, "time": T, "frame": V * T}[by]
+    group_bytes = tensors * x6[0].numel() * B * x6.element_size() // count
+    step = max(1, CHUNK_BYTES // max(group_bytes, 1))
     return [slice(i, min(i + step, count)) for i in range(0, count, step)]
 
 
@@ -62,7 +85,7 @@ def _grouped(x6: torch.Tensor, by: str, groups: slice, tail: int) -> torch.Tenso
 
 
 def _ungrouped(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-    """Kernel output ``[B * c, H, L, *rest]`` viewed like ``slot`` (no copy)."""
+    """Kernel output ``[B * c, H, L, *rest]`` viewed like ``slot`` (no copy where the strides allow)."""
     return y.transpose(1, 2).reshape(slot.shape)
 
 
@@ -72,29 +95,34 @@ class _ViewOrTime(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, grid: GridShape, impl: str):
         qkv = [_grid_view(x, grid) for x in (q, k, v)]
-        acc = torch.empty(qkv[0].shape, dtype=accumulation_dtype(q.dtype), device=q.device)
-        top = torch.empty(acc.shape[:-1], dtype=acc.dtype, device=q.device)
-        denom = torch.ones_like(top)
-        for by, sign in (("view", 1.0), ("time", 1.0), ("frame", -1.0)):
-            for groups in _chunks(_num_groups(grid, by)):
-                out_c, lse_c = attention_with_lse(*(_grouped(x, by, groups, 2) for x in qkv), impl=impl)
-                acc_s, top_s, den_s = (_slot(x, by, groups) for x in (acc, top, denom))
-                out_c, lse_c = _ungrouped(out_c, acc_s), _ungrouped(lse_c, top_s)
-                if by == "view":
+        acc_dtype = accumulation_dtype(q.dtype)
+        acc = lse = None  # the normalised output and log-sum-exp of the branches so far
+        P = grid.tokens_per_frame
+        for by, sign, no_own in branch_plan(grid, kernel_for(q, impl)):
+            chunks = _chunks(qkv[0], by, 3)
+            for groups in chunks:
+                out_c, lse_c = attention_with_lse(*(_grouped(x, by, groups, 2) for x in qkv), impl, P if no_own else None)
+                if acc is None and len(chunks) == 1:  # the whole first branch: its output is the accumulator
+                    acc = _ungrouped(out_c, qkv[0]).to(acc_dtype).contiguous()
+                    lse = _ungrouped(lse_c, qkv[0][..., 0]).contiguous()
+                    continue
+                if acc is None:
+                    acc = torch.empty(qkv[0].shape, dtype=acc_dtype, device=q.device)
+                    lse = torch.empty(acc.shape[:-1], dtype=acc_dtype, device=q.device)
+                acc_s, lse_s = _slot(acc, by, groups), _slot(lse, by, groups)
+                out_c, lse_c = _ungrouped(out_c, acc_s).to(acc_dtype), _ungrouped(lse_c, lse_s)
+                if by == "view":  # the first branch, in chunks
                     acc_s.copy_(out_c)
-                    top_s.copy_(lse_c)
-                elif by == "time":
-                    new_top = torch.maximum(top_s, lse_c)
-                    rescale, weight = (top_s - new_top).exp_(), (lse_c - new_top).exp_()
-                    acc_s.mul_(rescale[..., None]).addcmul_(out_c, weight[..., None])
-                    den_s.mul_(rescale).add_(weight)
-                    top_s.copy_(new_top)
-                else:
-                    weight = (lse_c - top_s).exp_()
-                    acc_s.addcmul_(out_c, weight[..., None], value=sign)
-                    den_s.sub_(weight)
-        out = acc.div_(denom[..., None]).to(q.dtype).reshape(q.shape)
-        ctx.save_for_backward(q, k, v, out, top.add_(denom.log_()))
+                    lse_s.copy_(lse_c)
+                    continue
+                if sign > 0:
+                    merged = torch.logaddexp(lse_s, lse_c)
+                else:  # the frame, counted twice so far: e^{lse} >= 2 e^{l_f}
+                    merged = lse_s + torch.log1p(-torch.exp(lse_c - lse_s))
+                acc_s.lerp_(out_c, (lse_c - merged).exp_().mul_(sign)[..., None])  # acc + w (o_b - acc)
+                lse_s.copy_(merged)
+        out = acc.to(q.dtype).reshape(q.shape)
+        ctx.save_for_backward(q, k, v, out, lse)
         ctx.grid, ctx.impl = grid, impl
         return out
 
@@ -104,13 +132,24 @@ class _ViewOrTime(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         grid = ctx.grid
         tensors = [_grid_view(x, grid) for x in (grad_out, q, k, v, out)]
-        grads = [torch.zeros(tensors[1].shape, dtype=accumulation_dtype(q.dtype), device=q.device) for _ in range(3)]
-        for by, sign in (("view", 1.0), ("time", 1.0), ("frame", -1.0)):
-            for groups in _chunks(_num_groups(grid, by)):
+        acc_dtype = accumulation_dtype(q.dtype)
+        grads = None
+        for by, sign, no_own in branch_plan(grid, kernel_for(q, ctx.impl)):
+            chunks = _chunks(tensors[0], by, 5)
+            for groups in chunks:
                 inputs = [_grouped(x, by, groups, 2) for x in tensors] + [_grouped(lse, by, groups, 1)]
-                for total, g in zip(grads, attention_backward(*inputs, impl=ctx.impl)):
+                branch = attention_backward(*inputs, ctx.impl, grid.tokens_per_frame if no_own else None)
+                if grads is None and len(chunks) == 1:  # the whole first branch: its gradients are the accumulators
+                    grads = [_ungrouped(g, tensors[1]).to(acc_dtype).contiguous() for g in branch]
+                    continue
+                if grads is None:
+                    grads = [torch.empty(tensors[1].shape, dtype=acc_dtype, device=q.device) for _ in range(3)]
+                for total, g in zip(grads, branch):
                     slot = _slot(total, by, groups)
-                    slot.add_(_ungrouped(g, slot), alpha=sign)
+                    if by == "view":
+                        slot.copy_(_ungrouped(g, slot))
+                    else:
+                        slot.add_(_ungrouped(g, slot), alpha=sign)
         dq, dk, dv = (g.to(q.dtype).reshape(q.shape) for g in grads)
         return dq, dk, dv, None, None
 
@@ -127,8 +166,9 @@ def split_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Gri
     """Exact masked attention ``q, k, v [B, N, H, D]`` -> ``[B, N, H, D]`` without an ``N x N`` mask.
 
     ``pattern``: see :mod:`video4d.attention.masks`. "view" / "time" are batched SDPA over views /
-    times; "view_or_time" merges view, time and frame branches (just full attention if V or T is 1).
-    ``impl``: branch kernel for "view_or_time" ("auto": ATen's CPU flash kernels on CPU, else torch).
+    times; "view_or_time" merges the branches of :func:`branch_plan` (full attention if V or T is 1).
+    ``impl``: branch kernel for "view_or_time" (:func:`~video4d.attention.kernels.kernel_for`: "auto"
+    takes ATen's fused kernel for the device and dtype).
     """
     check_pattern(pattern)
     if pattern == "view_or_time" and min(grid.V, grid.T) == 1:
