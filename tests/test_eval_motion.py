@@ -41,11 +41,18 @@ def test_motion_stats_measure_the_change_inside_the_moving_masks():
 
 
 def test_motion_benchmark_tables_on_tiny_random_models(tmp_path, monkeypatch):
+    from eval.vae_cells import vae_cells
+    from fourd.weights import write_safetensors
+    from video4d import load_vae
+    from video4d.vae.loading import vae_metadata
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    vae = load_vae("tiny-s4")
+    write_safetensors(str(tmp_path / "vae.safetensors"), vae.state_dict(), vae_metadata(vae.config))
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="eval", overrides=["benchmark=motion17", "progress=false", "sampler.steps=1", "benchmark.num_scenes=1",
                                                      "benchmark.generation.frames=9", "benchmark.generation.height=32",
-                                                     "benchmark.generation.width=32"])
+                                                     "benchmark.generation.width=32", "vae.config=null", f"vae.weights={tmp_path}/vae.safetensors"])
     boards = BENCHMARKS["motion"](cfg, Models(cfg), str(tmp_path))
     gen = {r["method"]: r for r in boards["generation (held-out cells)"].rows()}
     copy_view = "copy same view (freeze-time ref.)"
@@ -53,6 +60,9 @@ def test_motion_benchmark_tables_on_tiny_random_models(tmp_path, monkeypatch):
     assert gen[ORACLE]["images"] == gen[copy_view]["images"] == 2 * 8  # views 1-2 x frames 1-8
     assert gen[ORACLE]["psnr"] >= max(gen[copy_view]["psnr"], gen["copy same time (fixed-view ref.)"]["psnr"])
     assert gen[ORACLE]["margin_db"] == pytest.approx(gen[ORACLE]["psnr"] - max(gen[copy_view]["psnr"], gen["copy same time (fixed-view ref.)"]["psnr"]))
+    # eval.vae_cells reproduces the VAE round trip row without the DiT
+    cells = vae_cells(str(tmp_path / "vae.safetensors"), seed=100000, num_scenes=1, frames=9, size=32)
+    assert cells["cells_psnr"] == pytest.approx(gen["VAE round trip (upper bound)"]["psnr"], abs=1e-3) and len(cells["per_latent_frame_psnr"]) == 3
     mono = gen["ours (4D DiT) monocular"]
     assert mono["margin_same_time_db"] == pytest.approx(mono["psnr"] - gen["copy same time (fixed-view ref.)"]["psnr"])
     per_frame = boards[MOTION_TABLE].rows()
