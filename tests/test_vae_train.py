@@ -87,6 +87,11 @@ def test_export_statistics_normalise_latents_and_the_export_loads(tmp_path):
     ev = evaluate_vae(vae, cfg, str(tmp_path / "eval"))
     assert (tmp_path / "eval" / "recon.png").exists() and json.loads((tmp_path / "eval" / "eval.json").read_text()) == ev
     assert ev["psnr_blur8x"] > ev["psnr_clip_mean_colour"]
+    # vae.weights: a new run starts from the export instead of its random init (a different init seed)
+    warm = _task(f"vae.weights={path}", "vae.init_seed=5").build_model()
+    for name, value in trained.state_dict().items():
+        assert torch.equal(warm.state_dict()[name], value), name
+    assert not torch.equal(_task("vae.init_seed=5").build_model().conv1.weight, trained.conv1.weight)
 
 
 def test_frames_schedule_switches_from_images_to_clips():

@@ -6,6 +6,8 @@ of ``configs/benchmark/``), a :class:`Models` and the run's output dir (unused b
 
 - ``synthetic``: synthetic 4D scenes of held-out seeds (no download): generation on held-out cells,
   and dynamic NVS (test-time cameras; oracle cameras in a separate table).
+- ``motion``: generation on long held-out grids of moving objects, the motion stated per frame index
+  and a per-pixel oracle of the copies (:mod:`eval.protocols.motion`).
 - ``objaverse`` / ``nvidia_dynamic``: generation on held-out cells (Objaverse-style renders in the
   scene format; NVIDIA Dynamic Scenes' 12 cameras).
 - ``llff`` / ``tanks_temples``: static NVS with each of ``benchmark.input_counts`` input views.
@@ -285,7 +287,14 @@ def neural3d(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scorebo
     return nvs_tables(cfg, models, clips(), suffix=f" (dynamic, {b.input_views} inputs)")
 
 
+def motion(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
+    """Long grids of moving objects with the motion stated (:mod:`eval.protocols.motion`)."""
+    from eval.protocols.motion import motion as run
+
+    return run(cfg, models, out_dir)
+
+
 BENCHMARKS: dict[str, Callable[[DictConfig, Models, str], dict[str, Scoreboard]]] = {
-    "synthetic": synthetic, "objaverse": objaverse, "nvidia_dynamic": nvidia_dynamic,
+    "synthetic": synthetic, "motion": motion, "objaverse": objaverse, "nvidia_dynamic": nvidia_dynamic,
     "llff": llff, "tanks_temples": tanks_temples, "neural3d": neural3d,
 }

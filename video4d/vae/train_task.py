@@ -109,6 +109,7 @@ class VAETask:
         self.init_seed = vae_cfg.pop("init_seed")
         self.init_logvar = vae_cfg.pop("init_logvar")
         self.init = vae_cfg.pop("init")
+        self.init_weights = vae_cfg.pop("weights", None)
         if self.init not in ("fan_in", "torch"):
             raise ValueError(f"vae.init must be 'fan_in' or 'torch', got {self.init!r}")
         self.config = resolve_config(vae_cfg)
@@ -141,7 +142,8 @@ class VAETask:
         input-independent decoder output (measured: output std over a batch 0.01 vs 0.08 with
         ``fan_in``) and training stalls at the data set's mean image (~18 dB). The posterior
         log-variance starts at ``vae.init_logvar`` (the bias of its half of ``conv1``), so the
-        untrained decoder is not fed noise that swamps the small initial means."""
+        untrained decoder is not fed noise that swamps the small initial means. ``vae.weights`` (an
+        export of the same architecture) replaces the init: training continues from it."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.init_seed)
             self.model = TrainableVAE(self.config).to(self.env.device).train()
@@ -152,6 +154,10 @@ class VAETask:
                         nn.init.zeros_(module.bias)
         with torch.no_grad():
             self.model.conv1.bias[self.config.z_dim :] = self.init_logvar
+        if self.init_weights:  # continue training an export (same architecture; its latent statistics are re-measured at export)
+            from fourd.weights import load_into, read_state_dict
+
+            load_into(self.model, read_state_dict(self.init_weights, "vae.weights"), strict=True, source=self.init_weights)
         if self.lpips is not None:
             self.lpips = self.lpips.to(self.env.device)
         if self.env.is_main:
