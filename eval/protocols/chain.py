@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Iterable
 
-import torch
 from omegaconf import DictConfig
 
 from eval.protocols.baselines import NVS_BASELINES, nvs_baselines

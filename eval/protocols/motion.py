@@ -7,7 +7,7 @@ Only scenes with at least one moving object are drawn. Over 17 frames (2 s at 8 
 far enough that the same view's freeze-time frame is no longer almost the answer, which it is in the
 5-frame grids of ``benchmark=shipped``.
 
-Tables (:func:`motion`):
+Tables (:func:`eval.protocols.suites.motion`):
 
 - **generation (held-out cells)**: the model rows and the baselines of
   :func:`eval.protocols.suites.generation_table` (VAE round trip, copy same view, copy same time, the
@@ -26,15 +26,12 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
-from omegaconf import DictConfig
 
 from eval.protocols import datasets
-from eval.protocols.baselines import GENERATION_BASELINES, generation_baselines
-from eval.protocols.generation import latent_time_of_frames, scored_cells
-from eval.protocols.models import Models
-from eval.protocols.scoring import MetricSpec, Scoreboard
+from eval.protocols.generation import latent_time_of_frames
+from eval.protocols.scoring import Scoreboard
 
-__all__ = ["ORACLE", "MOTION_TABLE", "best_of_copies", "moving_masks", "motion_stats", "motion"]
+__all__ = ["ORACLE", "MOTION_TABLE", "best_of_copies", "moving_masks", "motion_stats", "motion_table"]
 
 ORACLE = "per-pixel best of the two copies (oracle: picks with the ground truth)"
 MOTION_TABLE = "motion per frame index (freeze-time copy PSNR/SSIM; change inside the moving objects' masks)"
@@ -65,7 +62,7 @@ def motion_stats(frames: torch.Tensor, moving: torch.Tensor) -> tuple[torch.Tens
     return mean_change, count.float() / region[0, 0].numel()
 
 
-def _motion_table(board: Scoreboard, clips: list[tuple[datasets.Clip, torch.Tensor]], ref_view: int) -> None:
+def motion_table(board: Scoreboard, clips: list[tuple[datasets.Clip, torch.Tensor]], ref_view: int) -> None:
     """Rows ``frame t (latent k)`` for t >= 1 (module docstring), over the views ``!= ref_view``."""
     for clip, moving in clips:
         gt = clip.frames
@@ -78,30 +75,3 @@ def _motion_table(board: Scoreboard, clips: list[tuple[datasets.Clip, torch.Tens
             board.add_scalar(row, "motion_l1_8bit", float(change[views, t].mean()))
             board.add_scalar(row, "moving_share", float(share[views, t].mean()))
 
-
-def motion(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
-    """The benchmark of the module docstring on ``benchmark.num_scenes`` held-out scenes with a moving object."""
-    from eval.protocols.suites import OURS_GEN, _progress, generation_table, held_out_seeds
-    from fourd.data.procedural import procedural_scene, scene_spec
-
-    b, ref = cfg.benchmark, cfg.reference
-    g = b.generation
-    clips = []
-    for seed in _progress(held_out_seeds(b, moving_only=True), cfg, "motion: scenes"):
-        s = procedural_scene(seed, g.views, g.frames, g.height, g.width, "dynamic", arc_degrees=g.arc_degrees)
-        ids = [k + 1 for k, o in enumerate(scene_spec(seed, "dynamic").objects) if o.motion != "rests"]
-        clips.append((datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth, caption=s.caption), moving_masks(s.masks, ids)))
-    board = generation_table(cfg, models, _progress([c for c, _ in clips], cfg, "motion: generation"))
-    for clip, _ in clips:
-        gt = clip.frames
-        board.add_grid(ORACLE, best_of_copies(gt, generation_baselines(gt, ref.view, ref.time).values()), gt,
-                       scored_cells(gt.shape[0], gt.shape[1], ref.view, ref.time))
-    board.add_margins(GENERATION_BASELINES, "better copy baseline over the benchmark")  # again: the oracle row gets its margin
-    mono = f"{OURS_GEN} monocular"
-    if mono in board.values:
-        same_time = board.mean_psnr(GENERATION_BASELINES[1])
-        board.extra[mono]["margin_same_time_db"] = board.mean_psnr(mono) - same_time
-        board.notes["monocular margin"] = f"over {GENERATION_BASELINES[1]} ({same_time:.2f} dB): margin_same_time_db"
-    table = Scoreboard(MetricSpec(lpips_weights=cfg.metrics.lpips_weights, lpips_net=cfg.metrics.lpips_net))
-    _motion_table(table, clips, ref.view)
-    return {"generation (held-out cells)": board, MOTION_TABLE: table}

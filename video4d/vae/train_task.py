@@ -42,7 +42,7 @@ from fourd.sharded import Placement
 from fourd.train.distributed import DistEnv
 from fourd.train.schedule import StepSchedule
 from video4d.vae.causal import CausalCache
-from video4d.vae.config import VAEConfig, resolve_config
+from video4d.vae.config import resolve_config
 from video4d.vae.model import WanVAE
 
 __all__ = ["TrainableVAE", "VAETask", "latent_statistics", "evaluate_vae", "reconstruction_grid", "exported_vae", "train_and_evaluate"]
