@@ -42,6 +42,7 @@ measured ZeRO-3 step of Wan-1.3B beside its estimate).
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -156,7 +157,8 @@ def _activation_entry(cfg: PlanConfig) -> dict[str, float]:
     key = f"{cfg.model}/{cfg.trainable}/{cfg.dtype}"
     entry = load_cache().get(key)
     if entry is None:
-        raise ValueError(f"no measured activation bytes for {key}: run `python -m eval.perf.activation_bytes {cfg.model}` once")
+        raise ValueError(f"no measured activation bytes for {key}: run `python -m eval.perf.activation_bytes {cfg.model}` once "
+                         "(a real 1- and 2-block model; 14B with every parameter trainable in fp32 needs more than 24 GB of host memory)")
     return entry
 
 
@@ -242,7 +244,12 @@ def parse(argv: list[str]) -> PlanConfig:
     bad = [a for a in argv if "=" not in a]
     if bad:
         raise ValueError(f"arguments are key=value (e.g. model=wan2.1-t2v-14b zero=3), got {bad}")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PlanConfig), OmegaConf.from_dotlist(argv)))
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PlanConfig), OmegaConf.from_dotlist(argv)))
+    except OmegaConfBaseException as exc:  # an unknown key or a wrong type, named
+        raise ValueError(f"{str(exc).splitlines()[0]} (keys: {', '.join(f.name for f in dataclasses.fields(PlanConfig))})") from None
 
 
 def main(argv: Optional[list[str]] = None) -> str:
@@ -254,4 +261,7 @@ def main(argv: Optional[list[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as exc:  # a bad argument or an unmeasured setting: one line, no traceback
+        sys.exit(f"memory_plan: error: {exc}")
