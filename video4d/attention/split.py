@@ -41,7 +41,7 @@ from video4d.attention.kernels import accumulation_dtype, attention_backward, at
 from video4d.attention.masks import check_pattern
 from video4d.grid import GridShape
 
-__all__ = ["CHUNK_BYTES", "MASK_BYTES", "Branch", "branch_plan", "split_attention"]
+__all__ = ["CHUNK_BYTES", "MASK_BYTES", "STAGE_BYTES", "Branch", "branch_plan", "split_attention"]
 
 CHUNK_BYTES = 512 * 2**20  # kernel inputs per call; bounds the copies of the time grouping
 STAGE_BYTES = 4 * 2**20  # CPU: one copied kernel input per call of the time grouping (see _chunks)
