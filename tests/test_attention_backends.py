@@ -85,17 +85,25 @@ def test_split_half_precision_through_aten_close_to_reference(dtype):
         torch.testing.assert_close(x.grad.double(), x2.grad, rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize("mask_bytes,chunk_bytes", [(0, None), (0, 1), (None, 1)], ids=["three-branches", "three-in-chunks", "two-in-chunks"])
+@pytest.mark.parametrize(
+    "mask_bytes,chunk_bytes,stage_times",
+    [(0, None, None), (0, 1, None), (None, 1, None), (None, None, 2)],
+    ids=["three-branches", "three-in-chunks", "two-in-chunks", "two-time-staged-by-2"],
+)
 @pytest.mark.parametrize("grid", [GridShape(3, 2, 2, 2), GridShape(2, 3, 1, 3)], ids=str)
-def test_split_plans_and_chunks_equal_reference(monkeypatch, grid, mask_bytes, chunk_bytes):
+def test_split_plans_and_chunks_equal_reference(monkeypatch, grid, mask_bytes, chunk_bytes, stage_times):
     """Both branch plans (three branches; two with the own frame masked in the shorter group, as the
-    other tests run on CPU), whole or cut into several kernel calls per branch, give the reference."""
+    other tests run on CPU), whole or cut into several kernel calls per branch (the time grouping's
+    copies staged ``stage_times`` time steps at a time: T = 3 leaves a shorter last chunk), give the reference."""
     if mask_bytes is not None:
         monkeypatch.setattr(split, "MASK_BYTES", mask_bytes)
     if chunk_bytes is not None:
         monkeypatch.setattr(split, "CHUNK_BYTES", chunk_bytes)
     assert len(split.branch_plan(grid, "cpu_flash")) == (3 if mask_bytes == 0 else 2)
     q, k, v = _qkv(grid, torch.float64, requires_grad=True, seed=6)
+    if stage_times is not None:  # bytes of one tensor's time steps
+        monkeypatch.setattr(split, "STAGE_BYTES", q.numel() * q.element_size() // grid.T * stage_times)
+        assert len(split._chunks(split._grid_view(q, grid), "time", 5)) == -(-grid.T // stage_times)
     out = split_attention(q, k, v, grid)
     ref = _reference(q, k, v, grid, "view_or_time")
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)

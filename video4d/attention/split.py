@@ -23,7 +23,11 @@ and adds the branch gradients with the same signs.
 
 The view and frame groupings are views of the inputs; the time grouping needs copies, so branches
 run over chunks of their groups (views, times or frames) of at most :data:`CHUNK_BYTES` of kernel
-inputs. No score matrix is stored. Tensors are handled as grid views ``[B, V, T, P, H, *rest]``
+inputs. On CPU the time branch runs in chunks of at most :data:`STAGE_BYTES` per copied input,
+copied into buffers that every chunk reuses: small blocks that the allocator hands back without
+new pages, where one copy of a whole ``[B, N, H, D]`` tensor (and each kernel output and zeroed
+gradient of that size) is fresh memory the kernel faults in page by page (measured: the page
+faults, not the copies, were most of the non-kernel time). No score matrix is stored. Tensors are handled as grid views ``[B, V, T, P, H, *rest]``
 (``P = h * w``).
 """
 from __future__ import annotations
@@ -37,9 +41,10 @@ from video4d.attention.kernels import accumulation_dtype, attention_backward, at
 from video4d.attention.masks import check_pattern
 from video4d.grid import GridShape
 
-__all__ = ["CHUNK_BYTES", "MASK_BYTES", "Branch", "branch_plan", "split_attention"]
+__all__ = ["CHUNK_BYTES", "MASK_BYTES", "STAGE_BYTES", "Branch", "branch_plan", "split_attention"]
 
 CHUNK_BYTES = 512 * 2**20  # kernel inputs per call; bounds the copies of the time grouping
+STAGE_BYTES = 4 * 2**20  # CPU: one copied kernel input per call of the time grouping (see _chunks)
 MASK_BYTES = 32 * 2**20  # the largest own-frame mask (float32 [L, L]) of the two-branch plan
 
 Branch = tuple[str, float, bool]  # (grouping "view" / "time" / "frame", sign, without the own frame)
@@ -61,12 +66,24 @@ def _grid_view(x: torch.Tensor, grid: GridShape) -> torch.Tensor:
 
 
 def _chunks(x6: torch.Tensor, by: str, tensors: int) -> list[slice]:
-    """Group index ranges of branch ``by`` whose ``tensors`` kernel inputs stay within :data:`CHUNK_BYTES`."""
+    """Group index ranges of branch ``by`` whose ``tensors`` kernel inputs stay within :data:`CHUNK_BYTES`
+    (on CPU, the time grouping's copies also within :data:`STAGE_BYTES` each)."""
     B, V, T = x6.shape[:3]
     count = {"view": V, "time": T, "frame": V * T}[by]
-    group_bytes = tensors * x6[0].numel() * B * x6.element_size() // count
-    step = max(1, CHUNK_BYTES // max(group_bytes, 1))
+    group_bytes = x6[0].numel() * B * x6.element_size() // count  # of one tensor
+    limit = CHUNK_BYTES // tensors
+    if by == "time" and x6.device.type == "cpu":
+        limit = min(limit, STAGE_BYTES)
+    step = max(1, limit // max(group_bytes, 1))
     return [slice(i, min(i + step, count)) for i in range(0, count, step)]
+
+
+def _staging(x6s: list[torch.Tensor], by: str, chunks: list[slice]) -> list[torch.Tensor | None]:
+    """One flat buffer per tensor for the copies of the time grouping, reused by every chunk (None: views)."""
+    if by != "time":
+        return [None] * len(x6s)
+    groups = chunks[0].stop - chunks[0].start
+    return [x6.new_empty(x6.numel() // x6.shape[2] * groups) for x6 in x6s]
 
 
 def _slot(x6: torch.Tensor, by: str, groups: slice) -> torch.Tensor:
@@ -78,9 +95,12 @@ def _slot(x6: torch.Tensor, by: str, groups: slice) -> torch.Tensor:
     return x6.flatten(1, 2)[:, groups]
 
 
-def _grouped(x6: torch.Tensor, by: str, groups: slice, tail: int) -> torch.Tensor:
-    """Kernel input ``[B * c, H, L, *rest]`` for some groups (``tail``: trailing dims H, *rest)."""
+def _grouped(x6: torch.Tensor, by: str, groups: slice, tail: int, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """Kernel input ``[B * c, H, L, *rest]`` for some groups (``tail``: trailing dims H, *rest); a
+    grouping that needs a copy is copied into ``buffer`` (flat, large enough) where one is given."""
     slot = _slot(x6, by, groups)
+    if buffer is not None:
+        slot = buffer[: slot.numel()].view(slot.shape).copy_(slot)
     return slot.reshape(slot.shape[0] * slot.shape[1], -1, *slot.shape[-tail:]).transpose(1, 2)
 
 
@@ -100,8 +120,10 @@ class _ViewOrTime(torch.autograd.Function):
         P = grid.tokens_per_frame
         for by, sign, no_own in branch_plan(grid, kernel_for(q, impl)):
             chunks = _chunks(qkv[0], by, 3)
+            buffers = _staging(qkv, by, chunks)
             for groups in chunks:
-                out_c, lse_c = attention_with_lse(*(_grouped(x, by, groups, 2) for x in qkv), impl, P if no_own else None)
+                inputs = [_grouped(x, by, groups, 2, buf) for x, buf in zip(qkv, buffers)]
+                out_c, lse_c = attention_with_lse(*inputs, impl, P if no_own else None)
                 if acc is None and len(chunks) == 1:  # the whole first branch: its output is the accumulator
                     acc = _ungrouped(out_c, qkv[0]).to(acc_dtype).contiguous()
                     lse = _ungrouped(lse_c, qkv[0][..., 0]).contiguous()
@@ -136,8 +158,9 @@ class _ViewOrTime(torch.autograd.Function):
         grads = None
         for by, sign, no_own in branch_plan(grid, kernel_for(q, ctx.impl)):
             chunks = _chunks(tensors[0], by, 5)
+            buffers = _staging(tensors + [lse], by, chunks)
             for groups in chunks:
-                inputs = [_grouped(x, by, groups, 2) for x in tensors] + [_grouped(lse, by, groups, 1)]
+                inputs = [_grouped(x, by, groups, 2 if x is not lse else 1, buf) for x, buf in zip(tensors + [lse], buffers)]
                 branch = attention_backward(*inputs, ctx.impl, grid.tokens_per_frame if no_own else None)
                 if grads is None and len(chunks) == 1:  # the whole first branch: its gradients are the accumulators
                     grads = [_ungrouped(g, tensors[1]).to(acc_dtype).contiguous() for g in branch]
