@@ -15,8 +15,8 @@ Each line of a fenced ``bash`` block is a command (``\\`` continuations joined, 
 - ``parse``: an argparse command of minutes (benchmarks) or with placeholders: its arguments go through
   the module's own parser, nothing runs;
 - ``serve``: ``launch/view.py`` without ``--static``: started, then stopped with SIGTERM once serving;
-- ``run`` (the default): executed as written, in order, in one scratch copy of the repository (code
-  symlinked; ``checkpoints/``, ``examples/``, ``docs/`` copied), with step and scene counts divided by 10
+- ``run`` (the default; also the memory planner, which only computes): executed as written, in
+  order, in one scratch copy of the repository (code symlinked; ``checkpoints/``, ``examples/``, ``docs/`` copied), with step and scene counts divided by 10
   (at most 5; :data:`STEP_KEYS`, :data:`ARG_REDUCTIONS`), each multi-process launcher and each distinct
   line run once (a repeat is composed), and a free
   ``--master_port`` for torchrun / deepspeed. Python entry points run in this process (imports paid once);
@@ -199,6 +199,8 @@ def classify(cmd: Command) -> tuple[str, str]:
         return "ci", "CI runs exactly this (.ci/run)"
     if launcher not in ("python", "torchrun", "deepspeed", "bash"):
         return "unknown", f"program {launcher!r}: classify it in tests/docs_commands.py"
+    if target and target.startswith("-m eval.perf.memory_plan"):
+        return "run", "the memory planner: arithmetic on measured numbers, a second"
     if MULTI_NODE.search(text):
         return fallback, "several machines"
     words = re.sub(r"""(negative_)?prompt=("[^"]*"|'[^']*'|\S+)""", "", cmd.raw)  # a prompt is text, not a placeholder
