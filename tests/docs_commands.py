@@ -16,11 +16,12 @@ Each line of a fenced ``bash`` block is a command (``\\`` continuations joined, 
   the module's own parser, nothing runs;
 - ``serve``: ``launch/view.py`` without ``--static``: started, then stopped with SIGTERM once serving;
 - ``run`` (the default; also the memory planner, which only computes): executed as written, in
-  order, in one scratch copy of the repository (code symlinked; ``checkpoints/``, ``examples/``, ``docs/`` copied), with step and scene counts divided by 10
-  (at most 5; :data:`STEP_KEYS`, :data:`ARG_REDUCTIONS`), each multi-process launcher and each distinct
-  line run once (a repeat is composed), and a free
-  ``--master_port`` for torchrun / deepspeed. Python entry points run in this process (imports paid once);
-  launchers and shell scripts as subprocesses. Files a user brings (``clip.mp4``, ``first_frame_views/``)
+  order, in one scratch copy of the repository (code symlinked; ``checkpoints/``, ``examples/``,
+  ``docs/`` copied), with step and scene counts divided by 10 (at most 5; :data:`STEP_KEYS`,
+  :data:`ARG_REDUCTIONS`), each multi-process launcher and each distinct line run once (a repeat is
+  composed), and a free ``--master_port`` for torchrun / deepspeed. Python entry points run in this
+  process (imports paid once); launchers and shell scripts as subprocesses. Files a user brings
+  (``clip.mp4``, ``first_frame_views/``)
   are made first (:func:`make_user_files`).
 
 Also checked: an arrow ``-> path`` in a line's comment names a file that the line writes (run: it
