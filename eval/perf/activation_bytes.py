@@ -2,6 +2,7 @@
 
     python -m eval.perf.activation_bytes                     # measure every entry of MEASURED, rewrite the cache
     python -m eval.perf.activation_bytes wan2.1-t2v-1.3b     # only that preset's entries
+    python -m eval.perf.activation_bytes wan2.1-t2v-14b/self_attn/bf16   # one entry
 
 For a preset, with the parameters of the trainable set requiring gradients (``self_attn``: the
 paper's self-attention only; ``all``), attention backend ``split`` (it saves q, k, v, the output and
@@ -21,8 +22,9 @@ autocast: what a DeepSpeed bf16 run computes) or ``fp32``:
   checkpointing, about the block's fp32 input with it).
 
 Each is a per-token slope between two token counts (1024 and 4096 tokens: 2 views x 2 frames x
-16x16 and 32x32 tokens), so per-sample and per-parameter terms (text, modulation, a weight's
-gradient, the CPU kernels' packed copies of a bf16 weight) drop out. Results go to
+16x16 and 32x32 tokens; 4096 and 8192 for models of width >= 4096, whose per-block constants are as
+large as 1024 tokens' activations and move the peak), so per-sample and per-parameter terms (text,
+modulation, a weight's gradient, the CPU kernels' packed copies of a bf16 weight) drop out. Results go to
 ``eval/perf/activation_bytes.json`` (committed); the planner (:mod:`eval.perf.memory_plan`) reads them.
 Measured on the CPU: a GPU's kernels may save and allocate somewhat differently.
 """
@@ -42,6 +44,8 @@ CACHE = Path(__file__).with_name("activation_bytes.json")
 TRAINABLE_SETS = {"self_attn": ("self_attn", "cross_view_attn", "sync"), "all": ("*",)}
 MEASURED = [(p, t, d) for p in ("tiny", "small", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b") for t in TRAINABLE_SETS for d in ("bf16", "fp32")]
 _GRIDS = ((2, 2, 16, 16), (2, 2, 32, 32))  # V, T, h, w: 1024 and 4096 tokens
+_GRIDS_WIDE = ((2, 2, 32, 32), (2, 4, 32, 32))  # 4096 and 8192 tokens, for width >= WIDE_DIM
+WIDE_DIM = 4096
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -123,7 +127,7 @@ def measure_entry(preset: str, trainable: str, dtype_name: str) -> dict[str, flo
     grad_all = trainable == "all"
     values: dict[str, list[float]] = {k: [] for k in ("block_saved", "model_peak", "model_peak_ckpt", "block_peak", "block_peak_ckpt")}
     tokens = []
-    for V, T, h, w in _GRIDS:
+    for V, T, h, w in (_GRIDS_WIDE if cfg.dim >= WIDE_DIM else _GRIDS):
         grid = GridShape(V, T, h, w)
         rope = rope_tables(cfg.head_dim, grid, cfg.rope_t_max, cfg.rope_position_mode, torch.device("cpu"))
         x = torch.randn(1, grid.num_tokens, cfg.dim, requires_grad=True)
@@ -146,10 +150,11 @@ def measure_entry(preset: str, trainable: str, dtype_name: str) -> dict[str, flo
 
 
 def measure(presets: Optional[list[str]] = None) -> dict[str, dict[str, float]]:
-    """Measure the entries of :data:`MEASURED` (of ``presets`` only, if given), merge them into the cache file and return it."""
+    """Measure the entries of :data:`MEASURED` (only those whose preset or ``preset/trainable/dtype``
+    key is in ``presets``, if given), merge them into the cache file and return it."""
     entries = load_cache()
     for preset, trainable, dtype in MEASURED:
-        if presets and preset not in presets:
+        if presets and preset not in presets and f"{preset}/{trainable}/{dtype}" not in presets:
             continue
         entries[f"{preset}/{trainable}/{dtype}"] = {k: round(v, 1) for k, v in measure_entry(preset, trainable, dtype).items()}
         print(f"{preset}/{trainable}/{dtype}: " + ", ".join(f"{k} {v / 1e3:.2f} kB" for k, v in entries[f'{preset}/{trainable}/{dtype}'].items()), flush=True)
