@@ -286,8 +286,9 @@ class PlainEngine(Engine):
 class DeepSpeedEngine(Engine):
     """DeepSpeed ZeRO engine (stage from ``ds_config``) behind the :class:`Engine` interface.
 
-    ``ds_config``: a DeepSpeed config dict; batch size, accumulation, clipping and bf16 are filled in
-    here from ``cfg``, ``micro_batch`` and ``dtype`` (values given there are overwritten). ``module``
+    ``config``: the DeepSpeed config as :class:`EngineFactory` completes it (:func:`fill_ds_config`:
+    batch size, accumulation, clipping and bf16 from ``cfg``, ``micro_batch`` and ``dtype``; the
+    sequence-parallel settings of :func:`_sequence_parallel_config`). ``module``
     may come partitioned already (built under the ZeRO-3 placement); it is moved to ``device``
     otherwise. Optimizer: torch AdamW (``zero_allow_untested_optimizer``), or DeepSpeed's CPU
     Adam(W) when the optimizer states are offloaded. A non-finite loss is back-propagated
@@ -298,7 +299,7 @@ class DeepSpeedEngine(Engine):
 
     CHECKPOINT_TAG = "deepspeed"
 
-    def __init__(self, module: nn.Module, cfg: OptimConfig, ds_config: Mapping[str, Any], micro_batch: int, device: torch.device, dtype: torch.dtype = torch.float32,
+    def __init__(self, module: nn.Module, cfg: OptimConfig, config: Mapping[str, Any], device: torch.device, dtype: torch.dtype = torch.float32,
                  sequence_parallel: int = 1):
         import deepspeed
         import torch.distributed as dist
@@ -306,7 +307,6 @@ class DeepSpeedEngine(Engine):
         from fourd.train.deepspeed_ops import announce_jit_builds
 
         self.cfg, self.device, self.dtype, self.accumulation = cfg, device, dtype, cfg.accumulation
-        config = fill_ds_config(ds_config, cfg, micro_batch, dtype)
         params = _trainable(module)
         if _uses_cpu_adam(config):
             from deepspeed.ops.adam import DeepSpeedCPUAdam
@@ -323,7 +323,6 @@ class DeepSpeedEngine(Engine):
         self.ds, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config, mpu=mpu)
         self.module = self.ds.module
         self.forward_module = self.ds
-        self.zero_stage = int(config["zero_optimization"].get("stage", 0))
         self.is_main = dist.get_rank() == 0
 
     def train(self, mode: bool = True) -> None:
@@ -392,7 +391,19 @@ def fill_ds_config(ds_config: Mapping[str, Any], cfg: OptimConfig, micro_batch: 
     return config
 
 
-def _sequence_parallel_mpu(size: int, config: dict[str, Any]) -> tuple[Any, int]:
+def _sequence_parallel_config(size: int, config: dict[str, Any]) -> None:
+    """Check (stage >= 1) and complete ``config`` for ``size`` ranks per sequence-parallel group; see
+    :func:`_sequence_parallel_mpu` for why ZeRO-3 pins ``reduce_scatter`` on."""
+    if size == 1:
+        return
+    stage = int(config["zero_optimization"].get("stage", 0))
+    if stage < 1:
+        raise ValueError(f"train.sequence_parallel={size} needs ZeRO stage 1, 2 or 3 (deepspeed=zero2 or zero3)")
+    if stage == 3:
+        config["zero_optimization"]["reduce_scatter"] = True
+
+
+def _sequence_parallel_mpu(size: int, config: Mapping[str, Any]) -> tuple[Any, int]:
     """DeepSpeed's ``mpu`` for ``size`` ranks per sequence-parallel group (None when ``size`` is 1)
     and the factor the loss is back-propagated with.
 
@@ -406,18 +417,9 @@ def _sequence_parallel_mpu(size: int, config: dict[str, Any]) -> tuple[Any, int]
     """
     if size == 1:
         return None, 1
-    _check_sequence_parallel_stage(size, config)
     from fourd.train.distributed import sequence_parallel_groups
 
-    if int(config["zero_optimization"]["stage"]) == 3:
-        config["zero_optimization"]["reduce_scatter"] = True
-        return sequence_parallel_groups(size), size
-    return sequence_parallel_groups(size), 1
-
-
-def _check_sequence_parallel_stage(size: int, config: Mapping[str, Any]) -> None:
-    if size > 1 and int(config["zero_optimization"].get("stage", 0)) < 1:
-        raise ValueError(f"train.sequence_parallel={size} needs ZeRO stage 1, 2 or 3 (deepspeed=zero2 or zero3)")
+    return sequence_parallel_groups(size), size if int(config["zero_optimization"]["stage"]) == 3 else 1
 
 
 class EngineFactory:
@@ -438,7 +440,7 @@ class EngineFactory:
                  ds_config: Optional[Mapping[str, Any]] = None, sequence_parallel: int = 1):
         if kind not in self.KINDS:
             raise ValueError(f"launcher.engine={kind!r} is not supported: allowed {', '.join(self.KINDS)}")
-        self.kind, self.cfg, self.device, self.dtype, self.micro_batch = kind, cfg, device, dtype, micro_batch
+        self.kind, self.cfg, self.device, self.dtype = kind, cfg, device, dtype
         self.sequence_parallel = sequence_parallel
         self.ds_config: Optional[dict[str, Any]] = None
         if kind == "plain":
@@ -451,7 +453,7 @@ class EngineFactory:
             raise ValueError("launcher=deepspeed needs a DeepSpeed config (the 'deepspeed' config group)")
         check_deepspeed_config(ds_config)
         self.ds_config = fill_ds_config(ds_config, cfg, micro_batch, dtype)
-        _check_sequence_parallel_stage(sequence_parallel, self.ds_config)
+        _sequence_parallel_config(sequence_parallel, self.ds_config)
         if _uses_cpu_adam(self.ds_config):
             _load_cpu_adam()
         sharded = int(self.ds_config["zero_optimization"].get("stage", 0)) == 3
@@ -460,7 +462,7 @@ class EngineFactory:
     def __call__(self, module: nn.Module) -> Engine:
         if self.kind == "plain":
             return PlainEngine(module, self.cfg, self.device, self.dtype)
-        return DeepSpeedEngine(module, self.cfg, self.ds_config, self.micro_batch, self.device, self.dtype, self.sequence_parallel)
+        return DeepSpeedEngine(module, self.cfg, self.ds_config, self.device, self.dtype, self.sequence_parallel)
 
 
 def build_engine(kind: str, module: nn.Module, cfg: OptimConfig, *, device: torch.device, dtype: torch.dtype, micro_batch: int,
