@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from fourd.stages import StageRecorder
 from fourd.video_io import VIDEO_SUFFIXES, InputError, read_images, read_video
 from infer4d.checks import ModelConfigs, check_memory, check_mode, check_models, check_settings, trained_grid_warning
-from infer4d.outputs import clean_stale_partials, committed, item_name
+from infer4d.outputs import check_output, clean_stale_partials, committed, item_name
 from video4d.pipeline import GenerationSettings, encode_text, frames_to_image, generate
 
 __all__ = ["Item", "resolve_items", "run_inference", "DTYPES"]
@@ -288,7 +288,9 @@ def _follow_item(cfg: DictConfig, models: Models, item: Item, root: str, device:
     """What a sequence-parallel rank other than its group's first does with an item: the first rank's
     reads and sampling calls (so that the collectives match), no files. Items the first rank refuses
     before sampling (an existing output, an unreadable input) are skipped here the same way."""
-    if os.path.exists(os.path.join(root, item.name)) and not cfg.output.overwrite:
+    try:
+        check_output(root, item.name, cfg.output.overwrite)  # the first rank's check in committed()
+    except InputError:
         return
     try:
         _sample_item(cfg, models, item, device, StageRecorder(device, cfg.offload))
@@ -296,19 +298,6 @@ def _follow_item(cfg: DictConfig, models: Models, item: Item, root: str, device:
         if cfg.input.list is None:
             raise
         log.debug("%s failed on this sequence-parallel rank", item.name, exc_info=True)
-
-
-def _check_sequence_parallel(cfg: DictConfig, size: int) -> None:
-    """Before any model loads: the group size divides the DiT's heads (the config from the preset or the weights' metadata)."""
-    from fourd.weights import config_from_metadata
-    from video4d.model.config import resolve_config
-    from video4d.model.loading import METADATA_KEY
-    from video4d.model.sequence_parallel import check_sequence_parallel
-
-    if cfg.stages == "reconstruct" or (cfg.dit.preset is None and cfg.dit.weights is None):
-        return
-    config = cfg.dit.preset if cfg.dit.preset is not None else config_from_metadata(cfg.dit.weights, METADATA_KEY, "infer")
-    check_sequence_parallel(size, resolve_config(config).num_heads)
 
 
 def run_inference(cfg: DictConfig, out_root: str) -> int:
@@ -322,11 +311,13 @@ def run_inference(cfg: DictConfig, out_root: str) -> int:
     started = time.time()
     check_settings(cfg)
     env = dataclasses.replace(dist_env(), sequence_parallel=cfg.sequence_parallel)
-    if env.sequence_parallel > 1:
-        _check_sequence_parallel(cfg, env.sequence_parallel)
     device = env.device if cfg.device == "auto" else torch.device(cfg.device)
     items = resolve_items(cfg)[env.dp_rank :: env.dp_size]  # a sequence-parallel group shares its items
     configs = check_models(cfg)
+    if env.sequence_parallel > 1 and configs.dit is not None:  # before any model loads: N divides the DiT's heads
+        from video4d.model.sequence_parallel import check_sequence_parallel
+
+        check_sequence_parallel(env.sequence_parallel, configs.dit.num_heads)
     os.makedirs(out_root, exist_ok=True)
     if env.is_main:
         clean_stale_partials(out_root, started)

@@ -26,7 +26,7 @@ from typing import Iterator
 
 from fourd.video_io import VIDEO_SUFFIXES, InputError
 
-__all__ = ["item_name", "check_name", "committed", "clean_stale_partials"]
+__all__ = ["item_name", "check_name", "check_output", "committed", "clean_stale_partials"]
 
 log = logging.getLogger(__name__)
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?:(?P<pid>\d+)@(?P<host>.+)-)?[0-9a-f]{8}$")
@@ -66,13 +66,21 @@ def _child(root: str, name: str) -> str:
     return path
 
 
-@contextlib.contextmanager
-def committed(root: str, name: str, overwrite: bool) -> Iterator[str]:
-    """A fresh partial folder (yielded) renamed to ``root/name`` on success, removed on failure; an
-    existing ``root/name`` is an error unless ``overwrite`` (then replaced, see the module docstring)."""
+def check_output(root: str, name: str, overwrite: bool) -> str:
+    """``root/name`` if an item may write it: a direct child of ``root``, not a symbolic link, and
+    absent unless ``overwrite``; else :class:`InputError`."""
     final = _child(root, name)
     if os.path.lexists(final) and not overwrite:
         raise InputError(f"output {final} exists: choose another output.dir or set output.overwrite=true")
+    return final
+
+
+@contextlib.contextmanager
+def committed(root: str, name: str, overwrite: bool) -> Iterator[str]:
+    """A fresh partial folder (yielded) renamed to ``root/name`` on success, removed on failure; the
+    target is checked by :func:`check_output` (an existing one is replaced with ``overwrite``, see the
+    module docstring)."""
+    final = check_output(root, name, overwrite)
     partial = _child(root, f".{name}.partial-{os.getpid()}@{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     os.makedirs(partial)
     try:
