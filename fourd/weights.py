@@ -12,8 +12,9 @@ import json
 import math
 import os
 import posixpath
+import shutil
 import uuid
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, Union
 
 import fsspec
 import torch
@@ -249,15 +250,19 @@ def config_from_metadata(weights: Any, key: str, loader: str) -> dict[str, Any]:
     return json.loads(metadata[key])
 
 
-def atomic_write_bytes(url: str, data: bytes) -> None:
-    """Write ``data`` to ``url`` so that readers see either the old file or the complete new one."""
+def atomic_write_bytes(url: str, data: Union[bytes, BinaryIO]) -> None:
+    """Write ``data`` (bytes, or a binary file object copied in chunks: a large file is never held in
+    memory) to ``url`` so that readers see either the old file or the complete new one."""
     fs, path = _fs(url)
     parent = posixpath.dirname(path)
     if parent:
         fs.makedirs(parent, exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     with fs.open(tmp, "wb") as f:
-        f.write(data)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            f.write(data)
+        else:
+            shutil.copyfileobj(data, f, 64 * 2**20)
     fs.mv(tmp, path)
 
 

@@ -47,6 +47,6 @@ def publish_export(cfg: DictConfig, exports: Sequence[str]) -> Optional[str]:
     if not full:
         raise ValueError(f"publish_to={url}: the run exported no model.safetensors (exports: {list(exports)})")
     with open(full[0], "rb") as f:
-        atomic_write_bytes(url, f.read())
+        atomic_write_bytes(url, f)  # streamed: a 14B export is not read into memory
     log.info("published %s to %s", full[0], url)
     return url
