@@ -34,7 +34,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["accumulation_dtype", "attention_with_lse", "attention_backward", "kernel_for"]
+__all__ = ["MASKED_KERNELS", "accumulation_dtype", "attention_with_lse", "attention_backward", "kernel_for"]
+
+MASKED_KERNELS = ("cpu_flash", "torch")  # the kernels that take the own-frame mask (additive, [L, L])
 
 _CHUNK_BYTES = 256 * 2**20
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -81,7 +83,7 @@ def _own_frame_mask(length: int, frame: int, dtype: torch.dtype, device: torch.d
 def _mask(q: torch.Tensor, kernel: str, own_frame: int | None) -> torch.Tensor | None:
     if own_frame is None:
         return None
-    if kernel not in ("cpu_flash", "torch"):
+    if kernel not in MASKED_KERNELS:
         raise ValueError(f"the {kernel} kernel takes no mask: own_frame is for the CPU and torch kernels")
     return _own_frame_mask(q.shape[2], own_frame, q.dtype if kernel == "cpu_flash" else accumulation_dtype(q.dtype), q.device)
 

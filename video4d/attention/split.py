@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from video4d.attention.dense import full_attention
-from video4d.attention.kernels import accumulation_dtype, attention_backward, attention_with_lse, kernel_for
+from video4d.attention.kernels import MASKED_KERNELS, accumulation_dtype, attention_backward, attention_with_lse, kernel_for
 from video4d.attention.masks import check_pattern
 from video4d.grid import GridShape
 
@@ -54,7 +54,7 @@ def branch_plan(grid: GridShape, kernel: str) -> tuple[Branch, ...]:
     """The branches (see the module docstring) for ``kernel`` (:func:`~video4d.attention.kernels.kernel_for`):
     two where the kernel takes the own-frame mask and the shorter group's mask fits :data:`MASK_BYTES`, else three."""
     shorter = min(grid.V, grid.T) * grid.tokens_per_frame
-    if kernel in ("cpu_flash", "torch") and shorter**2 * 4 <= MASK_BYTES:
+    if kernel in MASKED_KERNELS and shorter**2 * 4 <= MASK_BYTES:
         masked = "time" if grid.V <= grid.T else "view"
         return tuple((by, 1.0, by == masked) for by in ("view", "time"))
     return (("view", 1.0, False), ("time", 1.0, False), ("frame", -1.0, False))
@@ -118,7 +118,8 @@ class _ViewOrTime(torch.autograd.Function):
         acc_dtype = accumulation_dtype(q.dtype)
         acc = lse = None  # the normalised output and log-sum-exp of the branches so far
         P = grid.tokens_per_frame
-        for by, sign, no_own in branch_plan(grid, kernel_for(q, impl)):
+        plan = branch_plan(grid, kernel_for(q, impl))
+        for by, sign, no_own in plan:
             chunks = _chunks(qkv[0], by, 3)
             buffers = _staging(qkv, by, chunks)
             for groups in chunks:
@@ -145,7 +146,7 @@ class _ViewOrTime(torch.autograd.Function):
                 lse_s.copy_(merged)
         out = acc.to(q.dtype).reshape(q.shape)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.grid, ctx.impl = grid, impl
+        ctx.grid, ctx.impl, ctx.plan = grid, impl, plan
         return out
 
     @staticmethod
@@ -156,7 +157,7 @@ class _ViewOrTime(torch.autograd.Function):
         tensors = [_grid_view(x, grid) for x in (grad_out, q, k, v, out)]
         acc_dtype = accumulation_dtype(q.dtype)
         grads = None
-        for by, sign, no_own in branch_plan(grid, kernel_for(q, ctx.impl)):
+        for by, sign, no_own in ctx.plan:
             chunks = _chunks(tensors[0], by, 5)
             buffers = _staging(tensors + [lse], by, chunks)
             for groups in chunks:
