@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +12,13 @@ from pathlib import Path
 import pytest
 
 from eval.perf.memory_plan import GB, PlanConfig, main, parse, plan
+from tests.test_train_launch import _port
 
 ROOT = Path(__file__).resolve().parents[1]
 # ZeRO-3, fp32, checkpointing; buckets scaled to the small models; prefetching off (see memory_plan's docstring)
 CHECK = ["zero=3", "dtype=fp32", "reduce_bucket_size=100000", "prefetch_bucket_size=0", "views=2", "frames=9"]
 CHECKED = [["model=tiny", "height=256", "width=256", *CHECK], ["model=small", "height=128", "width=128", *CHECK]]
 TOLERANCE = 0.15
-
-
-def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def check_rows(rows: list[dict]) -> None:

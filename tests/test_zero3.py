@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_train_launch import _port
+
 ROOT = Path(__file__).resolve().parents[1]
 WATCHDOG_S = 600
-
-
-def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def launch_two_ranks(script: Path, *args: str, timeout_s: float = WATCHDOG_S) -> subprocess.CompletedProcess:

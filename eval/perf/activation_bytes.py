@@ -34,9 +34,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
+
+from eval.perf.measure import saved_bytes
+from fourd.weights import atomic_write_bytes
 
 __all__ = ["CACHE", "MEASURED", "TRAINABLE_SETS", "load_cache", "measure", "measure_entry"]
 
@@ -53,21 +56,6 @@ def load_cache() -> dict[str, dict[str, float]]:
     """``{"<preset>/<trainable>/<dtype>": {"block_saved", "model_peak", "model_peak_ckpt", "block_peak", "block_peak_ckpt"}}``
     (bytes per token)."""
     return json.loads(CACHE.read_text())["entries"] if CACHE.is_file() else {}
-
-
-def _saved_bytes(fn: Callable[[], torch.Tensor], exclude: set[int]) -> tuple[int, torch.Tensor]:
-    """Bytes of the distinct storages autograd saves while ``fn()`` runs (``exclude``: data pointers to skip)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in exclude:
-            seen[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return sum(seen.values()), out
 
 
 def _slope(values: list[float], tokens: list[int]) -> float:
@@ -139,7 +127,7 @@ def measure_entry(preset: str, trainable: str, dtype_name: str) -> dict[str, flo
             with _autocast(dtype):
                 return one.blocks[0](x, e0, text, grid, rope)
 
-        saved, out = _saved_bytes(run_block, exclude)
+        saved, out = saved_bytes(run_block, exclude)
         del out
         peak_one, peak_one_ckpt = _step_peaks(one, grid, dtype)
         peak_two, peak_two_ckpt = _step_peaks(two, grid, dtype)
@@ -156,12 +144,11 @@ def measure(presets: Optional[list[str]] = None) -> dict[str, dict[str, float]]:
     for preset, trainable, dtype in MEASURED:
         if presets and preset not in presets and f"{preset}/{trainable}/{dtype}" not in presets:
             continue
-        entries[f"{preset}/{trainable}/{dtype}"] = {k: round(v, 1) for k, v in measure_entry(preset, trainable, dtype).items()}
-        print(f"{preset}/{trainable}/{dtype}: " + ", ".join(f"{k} {v / 1e3:.2f} kB" for k, v in entries[f'{preset}/{trainable}/{dtype}'].items()), flush=True)
+        key = f"{preset}/{trainable}/{dtype}"
+        entries[key] = {k: round(v, 1) for k, v in measure_entry(preset, trainable, dtype).items()}
+        print(f"{key}: " + ", ".join(f"{k} {v / 1e3:.2f} kB" for k, v in entries[key].items()), flush=True)
         payload = {"doc": "bytes per token; see eval/perf/activation_bytes.py", "torch": torch.__version__, "entries": dict(sorted(entries.items()))}
-        tmp = CACHE.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        os.replace(tmp, CACHE)  # after every entry: a long run keeps what it measured
+        atomic_write_bytes(str(CACHE), (json.dumps(payload, indent=1) + "\n").encode())  # after every entry: a long run keeps what it measured
     return entries
 
 

@@ -313,7 +313,8 @@ def run(args) -> tuple[list[BlockRow], list[Row], float]:
 def perf_section(quick: bool, device: str, work: str) -> tuple[str, list[dict]]:
     """``python -m eval.perf``'s section: quick = the smallest quick grid at 4 heads x 64, no block table."""
     argv = ["--device", device] + (["--quick", "--max-tokens", "2400", "--repeats", "1", "--heads", "4", "--head-dim", "64", "--no-blocks"] if quick else [])
-    return "Attention backends (forward / forward+backward, speed-up over dense, auto's pick)", [asdict(r) for r in main(argv)]
+    _, rows, _ = run(parse_args(argv))  # the report writes the rows (no table printed, no JSON of its own)
+    return "Attention backends (forward / forward+backward, speed-up over dense, auto's pick)", [asdict(r) for r in rows]
 
 
 def main(argv: Optional[list[str]] = None) -> list[Row]:

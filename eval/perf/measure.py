@@ -13,13 +13,13 @@ import itertools
 import os
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 
-__all__ = ["sync", "median_seconds", "peak_bytes"]
+__all__ = ["sync", "median_seconds", "peak_bytes", "allocation_events", "saved_bytes"]
 
 # Kineto (torch.profiler's backend, used by peak_bytes on CPU) logs "USDT ... profiler_start/stop" at every
 # profile and, on CPU-only machines, "ERROR ... gpuGetDeviceCount failed"; level 6 silences it. Kineto reads
@@ -57,10 +57,33 @@ def peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device) - base
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
+    events = sorted((t, size) for t, _, size in allocation_events(prof))
+    return max(itertools.accumulate((size for _, size in events), initial=0))
+
+
+def allocation_events(prof) -> list[tuple[int, int, int]]:
+    """``[(start ns, address, bytes)]`` of every allocation (bytes > 0) and free (bytes < 0) of torch's
+    CPU allocator that ``prof`` (a finished ``profile(profile_memory=True)``) recorded, unsorted."""
     events, pending = [], list(prof.profiler.kineto_results.experimental_event_tree())
     while pending:
         event = pending.pop()
         pending.extend(event.children)
         if event.tag == _EventType.Allocation:
-            events.append((event.start_time_ns, event.extra_fields.alloc_size))
-    return max(itertools.accumulate((size for _, size in sorted(events)), initial=0))
+            events.append((event.start_time_ns, event.extra_fields.ptr, event.extra_fields.alloc_size))
+    return events
+
+
+def saved_bytes(fn: Callable[[], Any], exclude: set[int]) -> tuple[int, Any]:
+    """Bytes of the distinct storages autograd saves for backward while ``fn()`` runs (``exclude``:
+    storage data pointers to skip, e.g. the parameters'), and ``fn()``'s result."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in exclude:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out

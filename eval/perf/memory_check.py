@@ -51,17 +51,11 @@ def _allocation_levels(prof) -> list[tuple[int, int]]:
 
     A free made in a thread the profiler does not follow (gloo's workers) is not recorded; it is
     inferred when the allocator hands out the same address again (the earlier block was free then)."""
-    from torch._C._profiler import _EventType
+    from eval.perf.measure import allocation_events
 
-    events, pending = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while pending:
-        event = pending.pop()
-        pending.extend(event.children)
-        if event.tag == _EventType.Allocation:
-            events.append((event.start_time_ns, event.extra_fields.ptr, event.extra_fields.alloc_size))
     live: dict[int, int] = {}
     level, levels = 0, []
-    for t, ptr, size in sorted(events):
+    for t, ptr, size in sorted(allocation_events(prof)):
         level -= live.pop(ptr, 0)
         if size > 0:
             live[ptr] = size

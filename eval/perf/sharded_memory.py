@@ -127,7 +127,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
         return [row]
     import torch
 
-    from eval.perf.__main__ import rows_markdown
+    from eval.perf.cli import rows_markdown
     from fourd.weights import atomic_write_bytes, write_safetensors
     from video4d import load_dit
 

@@ -93,29 +93,12 @@ class CommTimer:
         self.bytes = 0
 
 
-def _saved_bytes(fn, params) -> int:
-    """Bytes of the tensors autograd saves for backward during ``fn()`` (parameters excluded, each storage once)."""
-    import torch
-
-    skip = {p.untyped_storage().data_ptr() for p in params}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 def _worker(rank: int, world: int, threads: int, grid: tuple, repeats: int, store: str, out: str) -> None:
     os.environ.update(DS_ACCELERATOR="cpu", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     import torch
     import torch.distributed as dist
 
+    from eval.perf.measure import saved_bytes
     from fourd.train.engine import OptimConfig, build_engine
     from video4d.model import load_dit
 
@@ -157,7 +140,7 @@ def _worker(rank: int, world: int, threads: int, grid: tuple, repeats: int, stor
         return seconds, a2a, gather, sent
 
     result = {"train": measure(train_step), "sample": measure(sample_step)}
-    result["saved"] = _saved_bytes(lambda: engine.forward_module(x, t, context).square().mean(), list(model.parameters()))
+    result["saved"] = saved_bytes(lambda: engine.forward_module(x, t, context).square().mean(), {p.untyped_storage().data_ptr() for p in model.parameters()})[0]
     gathered = [None] * world
     dist.all_gather_object(gathered, result)
     if rank == 0:
