@@ -48,3 +48,17 @@ def test_gpu_checks_arguments_flops_and_report(tmp_path):
     path = gpu_checks.write_report(results, str(tmp_path), {"gpu": "fake"})
     text = open(path).read()
     assert "## dit_step" in text and "| m | 1.5 | 0.41 |" in text
+
+
+def test_attention_bench_grids_option_times_only_those_grids(tmp_path):
+    from eval.perf import attention_bench
+
+    assert attention_bench.parse_args(["--grids", "8,8,64;2,4,144"]).grids == [(8, 8, 64), (2, 4, 144)]
+    for bad in ("8,8", "8,8,65", "a,b,c", ""):
+        with pytest.raises(SystemExit):
+            attention_bench.parse_args(["--grids", bad])
+    argv = ["--grids", "2,2,64", "--methods", "dense,split", "--heads", "2", "--head-dim", "16", "--repeats", "1",
+            "--no-blocks", "--no-memory", "--device", "cpu", "--out", str(tmp_path / "a.json")]
+    rows = attention_bench.main(argv)
+    assert [(r.V, r.T, r.tokens_per_frame, r.method) for r in rows] == [(2, 2, 64, "dense"), (2, 2, 64, "split")]
+    assert all(r.fwd_bwd_ms > 0 for r in rows) and rows[1].speedup_fwd_bwd is not None

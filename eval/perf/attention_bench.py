@@ -220,8 +220,19 @@ def _compare(rows: list[Row], grid: GridShape, device: torch.device) -> None:
 def _grids(args) -> list[GridShape]:
     """The timed grids (see the module docstring) of at most ``--max-tokens`` tokens."""
     sizes = (2, 4, 8)
-    triples = QUICK_GRIDS if args.quick else [(V, T, p) for p in (64, 144, 1560) for V in sizes for T in sizes]
+    triples = args.grids or (QUICK_GRIDS if args.quick else [(V, T, p) for p in (64, 144, 1560) for V in sizes for T in sizes])
     return [g for g in (grid_of(*t) for t in triples) if g.num_tokens <= args.max_tokens]
+
+
+def _grid_list(text: str) -> list[tuple[int, int, int]]:
+    """``--grids``: "8,8,64;8,8,144" -> [(8, 8, 64), (8, 8, 144)]."""
+    try:
+        triples = [tuple(int(n) for n in item.split(",")) for item in text.split(";") if item.strip()]
+    except ValueError:
+        triples = []
+    if not triples or any(len(t) != 3 or t[2] not in FRAME_SHAPES for t in triples):
+        raise argparse.ArgumentTypeError(f"--grids {text!r}: give 'V,T,tokens_per_frame;...' with tokens per frame in {sorted(FRAME_SHAPES)}")
+    return triples
 
 
 def _fmt(x) -> str:
@@ -268,6 +279,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="timed repeats after one warm-up (default 3, quick 2)")
     parser.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} (default: all; quick: dense,split)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, help="measure peak memory (default: not with --quick)")
+    parser.add_argument("--grids", type=_grid_list, help="timed grids 'V,T,tokens_per_frame;...' (tokens per frame in "
+                        f"{sorted(FRAME_SHAPES)}), instead of the quick or full set")
     parser.add_argument("--no-blocks", dest="blocks", action="store_false", help="skip the block table")
     parser.add_argument("--flex-compile", action="store_true", help="compile FlexAttention on CPU too (always on CUDA)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
