@@ -105,3 +105,20 @@ def test_committed_base_checkpoint_loads_as_the_start_of_stage_1():
     torch.testing.assert_close(stage1.aggregator.frame_blocks.state_dict(), base.aggregator.frame_blocks.state_dict())
     assert stage1.load_report.missing and all(k.startswith(("gaussian_head.", "aggregator.frame_temporal", "aggregator.global_temporal"))
                                               for k in stage1.load_report.missing)
+
+
+def test_shuffled_view_order_permutes_the_arc_set():
+    """base_data.view_order=shuffled: the same scene's views in a seeded permutation (the reference
+    view 0 not always at the arc's end); an unknown order is refused by the task."""
+    from recon.pretrain_task import base_scene
+
+    firsts = []
+    for seed in range(6):
+        arc, shuffled = base_scene(seed, 4, 28, 28, (20.0, 120.0)), base_scene(seed, 4, 28, 28, (20.0, 120.0), "shuffled")
+        order = [next(i for i in range(4) if torch.equal(arc["frames"][i], f)) for f in shuffled["frames"]]
+        assert sorted(order) == [0, 1, 2, 3] and torch.equal(shuffled["extrinsics"], arc["extrinsics"][order])
+        assert torch.equal(shuffled["depth"], arc["depth"][order])
+        firsts.append(order[0])
+    assert set(firsts) - {0, 3}
+    with pytest.raises(ValueError, match="view_order"):
+        BaseTask(_compose("base_data.view_order=random"), DistEnv())
