@@ -45,7 +45,7 @@ from recon.vggt_losses import (
     translation_angle_deg,
 )
 
-__all__ = ["VIEW_ORDERS", "BaseTask", "base_scene", "evaluate_base", "baseline_metrics", "pretrain"]
+__all__ = ["VIEW_ORDERS", "BaseTask", "base_scene", "view_spread_deg", "evaluate_base", "baseline_metrics", "pretrain"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,16 @@ def _camera_errors(pred_ext: torch.Tensor, gt_ext: torch.Tensor) -> tuple[torch.
     """Rotation and translation-direction angle errors (degrees) of views 1.. (view 0 is the
     reference, identity in both), extrinsics ``[B, V, T, 3, 4]`` -> two ``[B, V - 1, T]``."""
     return rotation_angle_deg(pred_ext[:, 1:], gt_ext[:, 1:]), translation_angle_deg(pred_ext[:, 1:, ..., 3], gt_ext[:, 1:, ..., 3])
+
+
+def view_spread_deg(ext: torch.Tensor) -> torch.Tensor:
+    """Mean rotation angle (degrees) between the cameras of every pair of non-reference views (1..),
+    extrinsics ``[B, V, T, 3, 4]`` -> ``[B]`` (NaN for V < 3): 0 when a model gives every view after
+    the reference one shared pose, whatever the images (VGGT gives views 1.. one camera token, so
+    only the image content can set them apart)."""
+    V = ext.shape[1]
+    pairs = [rotation_angle_deg(ext[:, i], ext[:, j]).flatten(1).mean(1) for i in range(1, V) for j in range(i + 1, V)]
+    return torch.stack(pairs, 1).mean(1) if pairs else torch.full(ext.shape[:1], float("nan"))
 
 
 class _BaseSets(Dataset):
@@ -211,19 +221,22 @@ def _shape(data: DictConfig) -> tuple[int, int, int, tuple[float, float], str]:
 def evaluate_base(model: nn.Module, data: DictConfig) -> dict[str, float]:
     """Held-out errors of a reconstructor with camera and depth heads on ``data.eval_scene_count``
     sets (seeds ``held_out_seed + j``): mean rotation and translation-direction angle errors
-    (degrees, views 1..; view 0 is the reference) and depth abs-rel after median scale alignment."""
+    (degrees, views 1..; view 0 is the reference), the predicted cameras' :func:`view_spread_deg` and
+    depth abs-rel after median scale alignment."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    rot, trans, rel = [], [], []
+    rot, trans, rel, spread = [], [], [], []
     for j in range(data.eval_scene_count):
         batch = _collate([base_scene(data.held_out_seed + j, *_shape(data))], device)
         gt = _targets(batch)
         out = model(batch["inputs"])
         r, t = _camera_errors(out.extrinsics, gt["in_ext"])
         rot.append(r.flatten()), trans.append(t.flatten()), rel.append(abs_rel_median_aligned(out.depth, gt["depth"]))
+        spread.append(view_spread_deg(out.extrinsics))
     model.train(was_training)
-    return {"rot_err_deg": float(torch.cat(rot).mean()), "trans_err_deg": float(torch.cat(trans).mean()), "abs_rel": float(torch.cat(rel).mean())}
+    return {"rot_err_deg": float(torch.cat(rot).mean()), "trans_err_deg": float(torch.cat(trans).mean()), "abs_rel": float(torch.cat(rel).mean()),
+            "view_spread_deg": float(torch.cat(spread).mean())}
 
 
 @torch.no_grad()
@@ -233,12 +246,15 @@ def baseline_metrics(data: DictConfig, train_samples: int = 64) -> dict[str, dic
     - ``identity``: every camera = the reference (rotation error = the GT relative rotation; a zero
       translation has no direction and counts 90 degrees);
     - ``mean_pose``: per view index, the mean GT pose encoding of ``train_samples`` training sets;
-    - ``mean_depth``: a constant depth map (after median alignment: the GT median everywhere).
+    - ``mean_depth``: a constant depth map (after median alignment: the GT median everywhere);
+    - ``ground_truth``: only the GT cameras' :func:`view_spread_deg` (what a model's spread should be).
     """
     shape = _shape(data)
     train = _targets(_collate([base_scene(data.seed + i, *shape) for i in range(train_samples)], torch.device("cpu")))
     mean_enc = train["pose_enc"].mean(0, keepdim=True)
-    out = {"identity": {"rot_err_deg": [], "trans_err_deg": []}, "mean_pose": {"rot_err_deg": [], "trans_err_deg": []}, "mean_depth": {"abs_rel": []}}
+    out = {"identity": {"rot_err_deg": [], "trans_err_deg": [], "view_spread_deg": []},
+           "mean_pose": {"rot_err_deg": [], "trans_err_deg": [], "view_spread_deg": []},
+           "mean_depth": {"abs_rel": []}, "ground_truth": {"view_spread_deg": []}}
     for j in range(data.eval_scene_count):
         gt = _targets(_collate([base_scene(data.held_out_seed + j, *shape)], torch.device("cpu")))
         eye = torch.zeros_like(gt["in_ext"])
@@ -248,6 +264,8 @@ def baseline_metrics(data: DictConfig, train_samples: int = 64) -> dict[str, dic
             r, t = _camera_errors(ext, gt["in_ext"])
             out[name]["rot_err_deg"].append(float(r.mean()))
             out[name]["trans_err_deg"].append(float(t.mean()))
+            out[name]["view_spread_deg"].append(float(view_spread_deg(ext).mean()))
+        out["ground_truth"]["view_spread_deg"].append(float(view_spread_deg(gt["in_ext"]).mean()))
         out["mean_depth"]["abs_rel"].append(float(abs_rel_median_aligned(torch.ones_like(gt["depth"]), gt["depth"]).mean()))
     return {name: {k: float(np.mean(v)) for k, v in m.items()} for name, m in out.items()}
 
@@ -324,9 +342,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     rows = {"trained": evaluate_base(trained, data), "untrained (init)": evaluate_base(untrained, data)}
     base = baseline_metrics(data)
     print(f"held-out sets: {data.eval_scene_count} (seeds >= {data.held_out_seed}), {data.views} views, {data.height}x{data.width}")
-    print("| model | rotation error (deg) | translation angle (deg) | depth abs-rel |\n|---|---|---|---|")
-    for name, m in {**rows, "identity cameras": base["identity"], "mean training pose": base["mean_pose"], "mean depth": base["mean_depth"]}.items():
-        print(f"| {name} | " + " | ".join(f"{m[k]:.3f}" if k in m else "-" for k in ("rot_err_deg", "trans_err_deg", "abs_rel")) + " |")
+    print("| model | rotation error (deg) | translation angle (deg) | depth abs-rel | spread of views 1.. (deg) |\n|---|---|---|---|---|")
+    for name, m in {**rows, "identity cameras": base["identity"], "mean training pose": base["mean_pose"], "mean depth": base["mean_depth"],
+                    "ground-truth cameras": base["ground_truth"]}.items():
+        print(f"| {name} | " + " | ".join(f"{m[k]:.3f}" if k in m else "-" for k in ("rot_err_deg", "trans_err_deg", "abs_rel", "view_spread_deg")) + " |")
     if args.run_dir:
         plot_curve(args.run_dir, args.png, base, rows["trained"])
         print(f"curve: {args.png}")

@@ -122,3 +122,16 @@ def test_shuffled_view_order_permutes_the_arc_set():
     assert set(firsts) - {0, 3}
     with pytest.raises(ValueError, match="view_order"):
         BaseTask(_compose("base_data.view_order=random"), DistEnv())
+
+
+def test_view_spread_is_the_mean_pairwise_angle_of_the_non_reference_views():
+    from recon.pretrain_task import view_spread_deg
+
+    def rz(deg: float) -> torch.Tensor:
+        c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+        return torch.tensor([[c, -s, 0.0, 0.0], [s, c, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+
+    arc = torch.stack([rz(a) for a in (0.0, 10.0, 20.0, 40.0)])[None, :, None]  # [1, 4, 1, 3, 4]
+    assert float(view_spread_deg(arc)[0]) == pytest.approx((10 + 30 + 20) / 3, abs=1e-3)
+    collapsed = torch.stack([rz(a) for a in (0.0, 41.0, 41.0, 41.0)])[None, :, None]
+    assert float(view_spread_deg(collapsed)[0]) == pytest.approx(0.0, abs=1e-2)
