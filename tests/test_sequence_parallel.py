@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from eval.perf.measure import spawn_within
 from video4d.model.sequence_parallel import allowed_sizes, check_sequence_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,13 +140,8 @@ def _model_checks(rank: int, store: str, out: str) -> None:
 
 def spawn(fn, args: tuple, nprocs: int = 2, timeout_s: float = 240.0) -> None:
     """``torch.multiprocessing`` spawn of ``fn(rank, *args)`` on ``nprocs`` ranks, killed after ``timeout_s``."""
-    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout_s
-    while not context.join(timeout=max(1.0, deadline - time.monotonic())):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                p.kill()
-            pytest.fail(f"{fn.__name__} on {nprocs} ranks did not finish in {timeout_s} s (a collective hangs?)")
+    if not spawn_within(fn, args, nprocs, timeout_s):
+        pytest.fail(f"{fn.__name__} on {nprocs} ranks did not finish in {timeout_s} s (a collective hangs?)")
 
 
 def test_sp2_forward_backward_equal_sp1_for_backends_reference_modes_variants_and_zero_stages():
