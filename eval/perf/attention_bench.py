@@ -30,15 +30,13 @@ the profiler, whose log lines measure.py keeps quiet).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 import torch
 
 from eval.perf.cli import Progress, add_common_args, write_json
-from eval.perf.measure import median_seconds, peak_bytes, sync
+from eval.perf.measure import median_seconds, peak_bytes
 from video4d.attention import BlockLayout, attend, block_mask, choose_backend, choose_layout, sparsity_report
 from video4d.attention.dense import full_attention
 from video4d.attention.flex import flex_attention_grid
@@ -144,22 +142,8 @@ def _peak_mib(fn: Callable[[], None], device: torch.device) -> float:
     return peak_bytes(fn, device) / 2**20  # measure.py keeps the profiler's log lines quiet
 
 
-def _cpu_seconds(fn: Callable[[], None], repeats: int) -> float:
-    """Median CPU time (``time.process_time``: this process's threads only) over ``repeats`` runs after a warm-up."""
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        samples.append(time.process_time() - start)
-    return statistics.median(samples)
-
-
 def _seconds(fn: Callable[[], None], device: torch.device, args) -> float:
-    if args.clock == "cpu":
-        sync(device)
-        return _cpu_seconds(fn, args.repeats)
-    return median_seconds(fn, device, args.repeats)
+    return median_seconds(fn, device, args.repeats, args.clock)
 
 
 def _measure(method: str, grid: GridShape, args, device: torch.device, dtype: torch.dtype, compile_flex: bool) -> Row:
