@@ -285,7 +285,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     docs/base_models.md); with ``--run-dir`` also the training curve PNG."""
     import argparse
 
-    from hydra import compose, initialize_config_dir
+    from fourd.train.hydra_app import compose_training
 
     from fourd.weights import read_metadata
     from recon.model import load_reconstructor
@@ -295,9 +295,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--run-dir", default=None, help="the training run (metrics.jsonl) for the curve")
     parser.add_argument("--png", default="docs/images/vggt_curve.png", help="curve output path")
     args = parser.parse_args(argv)
-    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-    with initialize_config_dir(config_dir=configs, version_base="1.3"):
-        data = compose("train_recon_base").base_data
+    data = compose_training("train_recon_base", []).base_data
     config = json.loads(read_metadata(args.weights)["recon_config"])
     trained = load_reconstructor(config, weights=args.weights)
     with torch.random.fork_rng(devices=[]):
