@@ -87,9 +87,9 @@ def _unwrap(obj: Any) -> dict[str, torch.Tensor]:
 def _files(fs, path: str, url: str, what: str) -> list[tuple[str, str]]:
     """:func:`_weight_files` with the name each file is shown by in errors (``url``, or ``url`` and
     the shard); a missing shard raises :class:`WeightsNotFoundError` naming it."""
-    out = []
-    for file in _weight_files(fs, path, url, what):
-        shown = url if file == path else f"{url} (shard {posixpath.basename(file)})"
+    out, files = [], _weight_files(fs, path, url, what)
+    for file in files:
+        shown = url if len(files) == 1 else f"{url} (shard {posixpath.basename(file)})"
         if not fs.exists(file):
             raise WeightsNotFoundError(f"{what} {shown} not found (provide this file; nothing is downloaded at run time)")
         out.append((file, shown))
