@@ -23,25 +23,13 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from eval.protocols import datasets
+from fourd.train.hydra_app import compose_training
 from eval.protocols.models import model_config
 from eval.protocols.scoring import Scoreboard
 from eval.protocols.suites import Models, generation_table, held_out_seeds, nvs_tables
 
-__all__ = ["ABLATIONS", "VARIANT_KEYS", "compose_training", "variant_plan", "train_variant", "attention_ablation", "recon_ablation"]
+__all__ = ["ABLATIONS", "VARIANT_KEYS", "variant_plan", "train_variant", "attention_ablation", "recon_ablation"]
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
-def compose_training(config_name: str, overrides: list[str]) -> DictConfig:
-    """The composed training config ``configs/<config_name>.yaml`` with ``overrides`` (Hydra syntax);
-    works inside a running Hydra app (launch/eval.py) and outside it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name=config_name, overrides=overrides)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
 
 
 def train_variant(train_cfg: DictConfig, make_task: Callable[[Any], Any], run_dir: str) -> tuple[str, Any]:

@@ -63,12 +63,37 @@ def _fs(url: str):
     return fs, path
 
 
-def _read_bytes(url: str, what: str) -> bytes:
+def _is_local(fs) -> bool:
+    """Whether ``fs`` is the local file system (files that can be memory-mapped and fsynced)."""
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def _existing(url: str, what: str):
+    """``(fs, path)`` of ``url``; :class:`WeightsNotFoundError` naming it when it does not exist."""
     fs, path = _fs(url)
     if not fs.exists(path):
         raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
-    with fs.open(path, "rb") as f:
-        return f.read()
+    return fs, path
+
+
+def _unwrap(obj: Any) -> dict[str, torch.Tensor]:
+    """A loaded ``.pt`` object's state dict (inside a ``state_dict`` / ``model`` / ``module`` wrapper if any)."""
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+    return dict(obj)
+
+
+def _files(fs, path: str, url: str, what: str) -> list[tuple[str, str]]:
+    """:func:`_weight_files` with the name each file is shown by in errors (``url``, or ``url`` and
+    the shard); a missing shard raises :class:`WeightsNotFoundError` naming it."""
+    out, files = [], _weight_files(fs, path, url, what)
+    for file in files:
+        shown = url if len(files) == 1 else f"{url} (shard {posixpath.basename(file)})"
+        if not fs.exists(file):
+            raise WeightsNotFoundError(f"{what} {shown} not found (provide this file; nothing is downloaded at run time)")
+        out.append((file, shown))
+    return out
 
 
 def _find_index(fs, path: str) -> Optional[str]:
@@ -91,55 +116,36 @@ def read_state_dict(url: str, what: str = "weights file") -> dict[str, torch.Ten
     Returns ``{key: tensor}`` with the dtypes stored in the file. Raises
     :class:`WeightsNotFoundError` naming the file when it (or a shard) is absent.
     """
-    fs, path = _fs(url)
-    if not fs.exists(path):
-        raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-
-    def unstrip(p: str) -> str:
-        return p if protocol in ("file", "local") else f"{protocol}://{p}"
-
-    index_or_file = _find_index(fs, path)
-    if index_or_file is not None and index_or_file.endswith(".index.json"):
-        index = json.loads(_read_bytes(unstrip(index_or_file), what))
-        shards = sorted(set(index["weight_map"].values()))
-        base = posixpath.dirname(index_or_file)
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            shard_url = unstrip(posixpath.join(base, shard))
-            state.update(_decode(_read_bytes(shard_url, f"shard {shard}"), shard_url, what))
-        return state
-    if index_or_file is not None:
-        path = index_or_file
-    obj = _decode(_read_bytes(unstrip(path), what), unstrip(path), what)
-    for wrapper in ("state_dict", "model", "module"):
-        if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
-            obj = obj[wrapper]
-    return dict(obj)
+    fs, path = _existing(url, what)
+    state: dict[str, torch.Tensor] = {}
+    for file, shown in _files(fs, path, url, what):
+        with fs.open(file, "rb") as f:
+            state.update(_decode(f.read(), file, shown, what))
+    return state
 
 
-def _decode(data: bytes, url: str, what: str) -> Any:
-    """safetensors (by the ``.safetensors`` suffix) or ``torch.load(weights_only=True)`` of ``data``;
-    a damaged file raises :class:`WeightsFileError` naming ``url``."""
+def _decode(data: bytes, file: str, shown: str, what: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``data``: safetensors (by ``file``'s ``.safetensors`` suffix) or
+    ``torch.load(weights_only=True)``; a damaged file raises :class:`WeightsFileError` naming ``shown``."""
     import io
     import pickle
     import zipfile
 
     try:
-        if url.endswith(".safetensors"):
+        if file.endswith(".safetensors"):
             return load_safetensors_bytes(data)
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return _unwrap(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     except (RuntimeError, ValueError, EOFError, OSError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise _damaged(what, url, e) from None
+        raise _damaged(what, shown, e) from None
     except Exception as e:  # safetensors' SafetensorError derives from Exception only
         if type(e).__name__ != "SafetensorError":
             raise
-        raise _damaged(what, url, e) from None
+        raise _damaged(what, shown, e) from None
 
 
-def _safetensors_header(fs, path: str, url: str, what: str) -> dict[str, Any]:
-    """The JSON header of a safetensors file, checked: it parses, and the file holds every byte
-    its tensors' offsets need (a copy cut short fails here, naming the file)."""
+def _safetensors_header(fs, path: str, url: str, what: str) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file and the byte offset of its data, checked: it parses,
+    and the file holds every byte its tensors' offsets need (a copy cut short fails here, naming ``url``)."""
     try:
         size = fs.size(path)
         with fs.open(path, "rb") as f:
@@ -152,7 +158,7 @@ def _safetensors_header(fs, path: str, url: str, what: str) -> dict[str, Any]:
         raise _damaged(what, url, e) from None
     if size != 8 + length + end:
         raise _damaged(what, url, f"{size} bytes, its header describes {8 + length + end}")
-    return header
+    return header, 8 + length
 
 
 def _weight_files(fs, path: str, url: str, what: str) -> list[str]:
@@ -174,13 +180,11 @@ def read_metadata(url: str, what: str = "weights file") -> dict[str, str]:
     ``url``: a ``.safetensors`` file, a sharded checkpoint's ``*.safetensors.index.json`` or a
     directory holding one (the first shard's metadata is read). Only the header is read.
     """
-    fs, path = _fs(url)
-    if not fs.exists(path):
-        raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
+    fs, path = _existing(url, what)
     path = _weight_files(fs, path, url, what)[0]
     if not path.endswith(".safetensors"):
         return {}
-    return dict(_safetensors_header(fs, path, url, what).get("__metadata__") or {})
+    return dict(_safetensors_header(fs, path, url, what)[0].get("__metadata__") or {})
 
 
 def check_weights_file(url: str, what: str = "weights file") -> dict[str, str]:
@@ -190,17 +194,11 @@ def check_weights_file(url: str, what: str = "weights file") -> dict[str, str]:
     Raises :class:`WeightsNotFoundError` / :class:`WeightsFileError` in one line naming the file."""
     import zipfile
 
-    fs, path = _fs(url)
-    if not fs.exists(path):
-        raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
-    files = _weight_files(fs, path, url, what)
+    fs, path = _existing(url, what)
     metadata: dict[str, str] = {}
-    for i, file in enumerate(files):
-        shown = url if file == path else f"{url} (shard {posixpath.basename(file)})"
-        if not fs.exists(file):
-            raise WeightsNotFoundError(f"{what} {shown} not found (provide this file; nothing is downloaded at run time)")
+    for i, (file, shown) in enumerate(_files(fs, path, url, what)):
         if file.endswith(".safetensors"):
-            header = _safetensors_header(fs, file, shown, what)
+            header = _safetensors_header(fs, file, shown, what)[0]
             metadata = metadata if i else dict(header.get("__metadata__") or {})
             continue
         with fs.open(file, "rb") as f:
@@ -250,20 +248,46 @@ def config_from_metadata(weights: Any, key: str, loader: str) -> dict[str, Any]:
     return json.loads(metadata[key])
 
 
+class _AtomicFile:
+    """A file written under a temporary name next to ``url``: :meth:`commit` flushes it (and fsyncs
+    it where it is local), then renames it to ``url``, so readers see the old file or the whole new
+    one; :meth:`abort` removes the temporary file."""
+
+    def __init__(self, url: str):
+        self._fs, self._path = _fs(url)
+        parent = posixpath.dirname(self._path)
+        if parent:
+            self._fs.makedirs(parent, exist_ok=True)
+        self._tmp = f"{self._path}.tmp-{uuid.uuid4().hex[:8]}"
+        self.file = self._fs.open(self._tmp, "wb")
+
+    def commit(self) -> None:
+        self.file.flush()
+        if _is_local(self._fs):
+            os.fsync(self.file.fileno())
+        self.file.close()
+        self._fs.mv(self._tmp, self._path)
+
+    def abort(self) -> None:
+        self.file.close()
+        if self._fs.exists(self._tmp):
+            self._fs.rm(self._tmp)
+
+
 def atomic_write_bytes(url: str, data: Union[bytes, BinaryIO]) -> None:
     """Write ``data`` (bytes, or a binary file object copied in chunks: a large file is never held in
-    memory) to ``url`` so that readers see either the old file or the complete new one."""
-    fs, path = _fs(url)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "wb") as f:
+    memory) to ``url`` so that readers see either the old file or the complete new one (fsynced
+    where local before the rename)."""
+    out = _AtomicFile(url)
+    try:
         if isinstance(data, (bytes, bytearray, memoryview)):
-            f.write(data)
+            out.file.write(data)
         else:
-            shutil.copyfileobj(data, f, 64 * 2**20)
-    fs.mv(tmp, path)
+            shutil.copyfileobj(data, out.file, 64 * 2**20)
+    except BaseException:
+        out.abort()
+        raise
+    out.commit()
 
 
 def write_safetensors(url: str, state: Mapping[str, torch.Tensor], metadata: Optional[dict[str, str]] = None) -> None:
@@ -367,22 +391,15 @@ class WeightsFile:
 
     def __init__(self, url: str, what: str = "weights file"):
         self.url, self.what = url, what
-        fs, path = _fs(url)
-        if not fs.exists(path):
-            raise WeightsNotFoundError(f"{what} not found: {url} (provide this file; nothing is downloaded at run time)")
+        fs, path = _existing(url, what)
         self._fs = fs
         self._entries: dict[str, tuple[str, torch.dtype, tuple[int, ...], int, int]] = {}  # key -> (file, dtype, shape, begin, end)
         self._state: Optional[dict[str, torch.Tensor]] = None
-        found = _find_index(fs, path)
-        if found is not None and found.endswith(".index.json"):
-            with fs.open(found, "rb") as f:
-                shards = sorted(set(json.loads(f.read())["weight_map"].values()))
-            for shard in shards:
-                self._read_header(posixpath.join(posixpath.dirname(found), shard))
-        elif (found or path).endswith(".safetensors"):
-            self._read_header(found or path)
-        else:
-            self._state = self._load_pt(found or path)
+        for file, shown in _files(fs, path, url, what):
+            if file.endswith(".safetensors"):
+                self._read_header(file, shown)
+            else:
+                self._state = {**(self._state or {}), **self._load_pt(file, shown)}
 
     @classmethod
     def of(cls, weights: "str | Mapping[str, torch.Tensor] | WeightsFile", what: str = "weights file") -> "WeightsFile":
@@ -395,31 +412,24 @@ class WeightsFile:
         out.url, out.what, out._entries, out._state = "state dict", what, {}, dict(weights)
         return out
 
-    def _read_header(self, path: str) -> None:
-        with self._fs.open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(size))
+    def _read_header(self, path: str, shown: str) -> None:
+        header, data_start = _safetensors_header(self._fs, path, shown, self.what)
         for key, info in header.items():
             if key == "__metadata__":
                 continue
             if info["dtype"] not in _ST_DTYPES:
-                raise ValueError(f"{self.what} {path}: tensor {key!r} has dtype {info['dtype']}, which torch cannot read")
+                raise ValueError(f"{self.what} {shown}: tensor {key!r} has dtype {info['dtype']}, which torch cannot read")
             begin, end = info["data_offsets"]
-            self._entries[key] = (path, _ST_DTYPES[info["dtype"]], tuple(info["shape"]), 8 + size + begin, 8 + size + end)
+            self._entries[key] = (path, _ST_DTYPES[info["dtype"]], tuple(info["shape"]), data_start + begin, data_start + end)
 
-    def _load_pt(self, path: str) -> dict[str, torch.Tensor]:
-        local = "file" in (self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,))
-        if local:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        else:
-            import io
-
+    def _load_pt(self, path: str, shown: str) -> dict[str, torch.Tensor]:
+        if not _is_local(self._fs):
             with self._fs.open(path, "rb") as f:
-                obj = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
-        for wrapper in ("state_dict", "model", "module"):
-            if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
-                obj = obj[wrapper]
-        return dict(obj)
+                return _decode(f.read(), path, shown, self.what)
+        try:
+            return _unwrap(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+        except (RuntimeError, ValueError, EOFError, OSError) as e:
+            raise _damaged(self.what, shown, e) from None
 
     def keys(self) -> list[str]:
         """Every tensor key of the file(s)."""
@@ -477,13 +487,8 @@ class SafetensorsWriter:
         blob = json.dumps(header, separators=(",", ":")).encode()
         blob += b" " * (-len(blob) % 8)
         self.url = url
-        self._fs, path = _fs(url)
-        parent = posixpath.dirname(path)
-        if parent:
-            self._fs.makedirs(parent, exist_ok=True)
-        self._path, self._tmp = path, f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        self._file = self._fs.open(self._tmp, "wb")
-        self._file.write(len(blob).to_bytes(8, "little") + blob)
+        self._out = _AtomicFile(url)
+        self._out.file.write(len(blob).to_bytes(8, "little") + blob)
         self._next = 0
 
     def write(self, key: str, tensor: torch.Tensor) -> None:
@@ -491,15 +496,16 @@ class SafetensorsWriter:
         want_key, shape, dtype = self._order[self._next]
         if key != want_key or tuple(tensor.shape) != shape or tensor.dtype != dtype:
             raise ValueError(f"{self.url}: expected {want_key} {list(shape)} {dtype} next, got {key} {list(tensor.shape)} {tensor.dtype}")
-        self._file.write(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        self._out.file.write(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         self._next += 1
 
     def close(self) -> None:
         """Finish the file (every tensor must have been written) and move it into place."""
         if self._next != len(self._order):
+            self.abort()
             raise ValueError(f"{self.url}: {len(self._order) - self._next} tensors were not written")
-        self._file.flush()
-        if hasattr(self._file, "fileno"):
-            os.fsync(self._file.fileno())
-        self._file.close()
-        self._fs.mv(self._tmp, self._path)
+        self._out.commit()
+
+    def abort(self) -> None:
+        """Give up: remove the temporary file (``url`` is left as it was)."""
+        self._out.abort()

@@ -317,7 +317,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     56 x 56); with ``--run-dir`` also the training curve PNG."""
     import argparse
 
-    from hydra import compose, initialize_config_dir
+    from fourd.train.hydra_app import compose_training
 
     from fourd.weights import read_metadata
     from recon.model import load_reconstructor
@@ -331,9 +331,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     bad = [o for o in args.overrides if not o.startswith("base_data.")]
     if bad:
         parser.error(f"only base_data.* overrides select the held-out sets, got {bad}")
-    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-    with initialize_config_dir(config_dir=configs, version_base="1.3"):
-        data = compose("train_recon_base", overrides=args.overrides).base_data
+    data = compose_training("train_recon_base", list(args.overrides)).base_data
     config = json.loads(read_metadata(args.weights)["recon_config"])
     trained = load_reconstructor(config, weights=args.weights)
     with torch.random.fork_rng(devices=[]):

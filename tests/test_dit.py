@@ -122,6 +122,8 @@ def test_reference_acts_only_through_added_patch_embedding():
     assert (with_ref - model(x, t, ctx)).abs().max() > 1e-3
     zero_ref = ReferenceLatents(torch.zeros_like(x), ReferenceCells(view=1, time=None).mask(3, 3))
     torch.testing.assert_close(model(x, t, ctx, zero_ref), model(x, t, ctx), rtol=0, atol=0)
+    no_cells = ReferenceLatents(ref, torch.zeros(3, 3, dtype=torch.bool))  # the path ZeRO-3 takes without a reference
+    torch.testing.assert_close(model(x, t, ctx, no_cells), model(x, t, ctx), rtol=0, atol=0)
     with pytest.raises(ValueError, match="reference latents"):
         model(x, t, ctx, ReferenceLatents(ref[:, :2], cells[:, :2]))
 

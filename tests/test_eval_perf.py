@@ -62,3 +62,20 @@ def test_attention_bench_grids_option_times_only_those_grids(tmp_path):
     rows = attention_bench.main(argv)
     assert [(r.V, r.T, r.tokens_per_frame, r.method) for r in rows] == [(2, 2, 64, "dense"), (2, 2, 64, "split")]
     assert all(r.fwd_bwd_ms > 0 for r in rows) and rows[1].speedup_fwd_bwd is not None
+
+
+def test_gpu_attention_check_runs_its_cpu_path():
+    """The kernel table on CPU (the same split code path, ATen's CPU kernel) and the speed table's rows
+    with the time budget spent (block counts only)."""
+    from eval.perf import gpu_attention
+
+    rows = gpu_attention.run(gpu_checks.parse_args(["--only", "attention"]), deadline=0.0, device="cpu")
+    kernels = [r for r in rows if r["table"] == "kernels"]
+    assert len(kernels) == 6 and all(r["kernel"] == "cpu_flash" for r in kernels)
+    for r in kernels:
+        tol = 1e-4 if r["dtype"] == "torch.float32" else 0.1
+        assert max(v for k, v in r.items() if k.startswith("max_abs_diff")) < tol, r
+    speed = [r for r in rows if r["table"] == "speed"]
+    assert {(r["V"], r["T"], r["tokens_per_frame"]) for r in speed} == set(gpu_attention.GRIDS)
+    assert all(r["note"] == "skipped: time budget spent" for r in speed)
+    assert all(r["block_ratio"] <= 1.05 for r in speed if "(chosen)" in r["method"])

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from eval.perf.memory_plan import GB, PlanConfig, main, parse, plan
-from tests.test_train_launch import _port
 
 ROOT = Path(__file__).resolve().parents[1]
 # ZeRO-3, fp32, checkpointing; buckets scaled to the small models; prefetching off (see memory_plan's docstring)
@@ -54,8 +53,10 @@ def test_arguments_are_checked_and_the_table_prints(capsys):
 ONE_RANK = """
 import json, sys
 from eval.perf import gpu_checks
+from eval.perf.measure import single_rank_env
 from eval.perf.memory_check import check
 from tests.test_memory_plan import CHECKED
+single_rank_env()
 for row in check(CHECKED):
     print(json.dumps(row))
 args = gpu_checks.parse_args(["--only", "dit_zero3", "--zero3-preset", "tiny", "--zero3-grid", "2", "9", "128", "128"])
@@ -67,7 +68,9 @@ print(json.dumps({"gpu_check": gpu_checks.run_check("dit_zero3", args, float("in
 def test_predicted_peak_matches_the_measured_one_on_one_rank_and_the_gpu_check_runs_on_cpu():
     """One process: the planner checks of CHECKED, then gpu_checks' ZeRO-3 step (its CPU path, tiny preset)."""
     env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(ROOT / ".cache" / "torch_extensions"), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(ROOT), MASTER_ADDR="127.0.0.1", MASTER_PORT=_port(), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+               PYTHONPATH=str(ROOT))
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)  # single_rank_env picks a free port
     proc = subprocess.run([sys.executable, "-c", ONE_RANK], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -9,8 +9,8 @@ import os
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from fourd.train.hydra_app import compose_training
 from fourd.data.loader import SampleKey
 from fourd.train.distributed import DistEnv
 from fourd.weights import read_metadata, write_safetensors
@@ -25,14 +25,12 @@ from recon.vggt_losses import (
     rotation_angle_deg,
     translation_angle_deg,
 )
-from tests.test_recon_train_launch import CONFIGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("train_recon_base", overrides=["train.progress=false", *overrides])
+    return compose_training("train_recon_base", ["train.progress=false", *overrides])
 
 
 def test_camera_loss_weights_iterations_and_terms_like_vggt():

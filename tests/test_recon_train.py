@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from fourd.train.hydra_app import compose_training
 from fourd.data import generate_scene
 from fourd.data.loader import SampleKey
 from fourd.rotations import quat_wxyz_to_matrix
@@ -21,12 +21,10 @@ from recon.train_task import (
     select_trainable,
     split_views,
 )
-from tests.test_recon_train_launch import CONFIGS
 
 
 def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("train_recon", overrides=["launcher=plain", "train.progress=false", *overrides])
+    return compose_training("train_recon", ["launcher=plain", "train.progress=false", *overrides])
 
 
 def test_split_views_spreads_inputs_and_keeps_the_rest_as_targets():

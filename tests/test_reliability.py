@@ -16,9 +16,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import infer4d.job as job
+from fourd.train.hydra_app import compose_training
 from fourd.formats import save_video
 from fourd.preflight import ConfigError, argv_problem, check_config
 from fourd.video_io import InputError
@@ -32,8 +32,7 @@ TINY = ["dit.preset=tiny", "dit.weights=null", "vae.config=tiny", "vae.weights=n
 
 
 def _compose(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(name, overrides=list(overrides))
+    return compose_training(name, list(overrides))
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

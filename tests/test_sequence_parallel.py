@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from eval.perf.measure import spawn_within
 from video4d.model.sequence_parallel import allowed_sizes, check_sequence_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,13 +140,8 @@ def _model_checks(rank: int, store: str, out: str) -> None:
 
 def spawn(fn, args: tuple, nprocs: int = 2, timeout_s: float = 240.0) -> None:
     """``torch.multiprocessing`` spawn of ``fn(rank, *args)`` on ``nprocs`` ranks, killed after ``timeout_s``."""
-    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout_s
-    while not context.join(timeout=max(1.0, deadline - time.monotonic())):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                p.kill()
-            pytest.fail(f"{fn.__name__} on {nprocs} ranks did not finish in {timeout_s} s (a collective hangs?)")
+    if not spawn_within(fn, args, nprocs, timeout_s):
+        pytest.fail(f"{fn.__name__} on {nprocs} ranks did not finish in {timeout_s} s (a collective hangs?)")
 
 
 def test_sp2_forward_backward_equal_sp1_for_backends_reference_modes_variants_and_zero_stages():
@@ -196,20 +190,13 @@ def _launch(args: list[str], run_dir: Path, expect_rc: int = 0, timeout_s: float
     assert proc.returncode == expect_rc, f"rc {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
 
 
-def _compose(config: str, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(config, overrides=overrides)
-
-
 @pytest.mark.deepspeed
 def test_training_sp2_zero3_with_hard_stop_and_resume_repeats_the_one_rank_losses(tmp_path):
-    from fourd.train.hydra_app import run_task
+    from fourd.train.hydra_app import compose_training, run_task
     from fourd.train.observe import losses_by_step, read_metrics
     from video4d.train_task import VideoTask
 
-    cfg = _compose("train_video4d", ["launcher=plain", *TRAIN])
+    cfg = compose_training("train_video4d", ["launcher=plain", *TRAIN])
     run_task(cfg, lambda env: VideoTask(cfg, env), str(tmp_path / "one_rank"))
     want = losses_by_step(str(tmp_path / "one_rank"))
     script = str(ROOT / "launch" / "train_video4d.py")
@@ -231,9 +218,10 @@ def test_training_sp2_zero3_with_hard_stop_and_resume_repeats_the_one_rank_losse
 @pytest.mark.deepspeed
 def test_inference_sp2_writes_the_one_rank_grid(tmp_path):
     from fourd.data import read_scene
+    from fourd.train.hydra_app import compose_training
     from infer4d.job import run_inference
 
-    assert run_inference(_compose("infer", [*INFER, "device=cpu"]), str(tmp_path / "one_rank")) == 0
+    assert run_inference(compose_training("infer", [*INFER, "device=cpu"]), str(tmp_path / "one_rank")) == 0
     _launch([str(ROOT / "launch" / "infer.py"), *INFER, "sequence_parallel=2", f"output.dir={tmp_path / 'sp2'}"], tmp_path / "run")
     want, got = (read_scene(str(tmp_path / d / "video" / "scene")).frames for d in ("one_rank", "sp2"))
     assert got.shape == want.shape == (3, 5, 3, 48, 16)

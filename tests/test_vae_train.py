@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
+from fourd.train.hydra_app import compose_training
 from fourd.data.loader import SampleKey
 from fourd.train.distributed import DistEnv
 from fourd.train.engine import OptimConfig, build_engine
@@ -25,8 +25,7 @@ SMALL = ("+vae.dim=4", "+vae.dim_mult=[1,2,2]", "+vae.temporal_downsample=[false
 
 
 def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("train_vae", overrides=["launcher=plain", *SMALL, *overrides])
+    return compose_training("train_vae", ["launcher=plain", *SMALL, *overrides])
 
 
 def _task(*overrides: str) -> VAETask:

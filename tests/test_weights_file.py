@@ -38,6 +38,12 @@ def test_single_sharded_and_pt_files_read_tensors_and_slices(tmp_path):
         assert f.flat_slice("a.weight", 35, 35).numel() == 0
         with pytest.raises(IndexError):
             f.flat_slice("a.weight", 30, 36)
+    (shards / "m-00002.safetensors").unlink()
+    from fourd.weights import WeightsNotFoundError
+
+    for read in (WeightsFile, read_state_dict):  # one error naming the missing shard, from either reader
+        with pytest.raises(WeightsNotFoundError, match=r"sharded \(shard m-00002\.safetensors\) not found"):
+            read(str(shards))
 
 
 def test_streamed_writer_round_trips_and_checks_the_order(tmp_path):
@@ -54,6 +60,20 @@ def test_streamed_writer_round_trips_and_checks_the_order(tmp_path):
         bad.write("b.bias", state["b.bias"])
     with pytest.raises(ValueError, match="3 tensors were not written"):
         bad.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the unfinished file's temporary copy is gone
+
+
+def test_weights_file_refuses_a_cut_short_file_at_open_naming_it(tmp_path):
+    from fourd.weights import WeightsFileError
+
+    url = str(tmp_path / "w.safetensors")
+    write_safetensors(url, _state())
+    data = open(url, "rb").read()
+    open(url, "wb").write(data[:-5])
+    with pytest.raises(WeightsFileError, match=r"w\.safetensors is damaged"):
+        WeightsFile(url)
+    with pytest.raises(WeightsFileError, match=r"w\.safetensors is damaged"):
+        read_state_dict(url)
 
 
 def test_dit_loads_tensor_by_tensor_in_the_requested_dtype(tmp_path):

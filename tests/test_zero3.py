@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fourd.train.hydra_app import compose_training
 from tests.test_train_launch import _port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,10 +111,7 @@ def test_zero3_build_is_partitioned_resume_is_exact_and_export_equals_zero2(zero
 
 
 def _compose(*overrides):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("train_video4d", overrides=["train.progress=false", *overrides])
+    return compose_training("train_video4d", ["train.progress=false", *overrides])
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fourd.train.hydra_app import compose_training  # noqa: E402
 from fourd.sharded import is_partitioned, numel  # noqa: E402
 from fourd.train.distributed import barrier, dist_env, init_distributed  # noqa: E402
 from fourd.train.hydra_app import run_task  # noqa: E402
@@ -39,11 +39,6 @@ COMMON = ["launcher=deepspeed", "train.progress=false", "train.log_every=100", "
 DIT = ["model.gradient_checkpointing=true", "+model.text_len=32", "data.height=16", "data.width=16", "data.num_scenes=8", "text.encoder={config: tiny}"]
 RECON = ["recon_model.gradient_checkpointing=true", "recon_data.num_frames=2", "recon_data.input_views=2", "recon_data.target_views=1", "recon_data.num_scenes=8", "loss.lpips_weight=0",
          "scene_export.enabled=false"]
-
-
-def _compose(app: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(config_name=app, overrides=overrides)
 
 
 def _task(app: str):
@@ -61,7 +56,7 @@ SECONDS: dict[str, float] = {}
 
 def _run(app: str, overrides: list[str], run_dir: Path) -> dict[int, float]:
     start = time.process_time()
-    cfg = _compose(app, overrides)
+    cfg = compose_training(app, overrides)
     result = run_task(cfg, lambda env: _task(app)(cfg, env), str(run_dir))
     SECONDS[run_dir.name] = time.process_time() - start
     return {int(k): float(v) for k, v in result.losses.items()}
@@ -91,7 +86,7 @@ def _held_fraction(out: Path) -> float:
     """Fraction of the DiT's parameter elements this rank holds after the ZeRO-3 build (all partitioned)."""
     from fourd.train.engine import EngineFactory, OptimConfig
 
-    cfg = _compose("train_video4d", [*COMMON, *DIT, "deepspeed=zero3"])
+    cfg = compose_training("train_video4d", [*COMMON, *DIT, "deepspeed=zero3"])
     factory = EngineFactory("deepspeed", OptimConfig(), device=torch.device("cpu"), dtype=torch.float32, micro_batch=1,
                             ds_config=dict(cfg.deepspeed))
     from video4d.train_task import VideoTask

@@ -1,6 +1,7 @@
 """Benchmark of the 4D attention backends and of the ablation pattern mixes (a script, not a test).
 
     python -m eval.perf.attention_bench [--quick] [--out results.json] [--clock wall|cpu] [--heads 12] [--head-dim 128]
+    python -m eval.perf.attention_bench --grids "8,8,64;8,8,144" --no-blocks   # only these timed grids (V,T,tokens per frame)
 
 Two tables, both also written as JSON (:mod:`eval.perf.cli`: ``--out``, default
 ``outputs/perf/attention_bench_<time>.json``), with a progress line per measurement:
@@ -18,8 +19,9 @@ Two tables, both also written as JSON (:mod:`eval.perf.cli`: ``--out``, default
    ``V T / (V + T - 1)`` (the fraction of pairs the mask keeps), and each grid says which backend
    ``auto`` picks (forward+backward / forward) and whether it was the fastest measured.
 
-``--quick`` (at most ~3 minutes on the quiet 2-core CPU machine) times dense and split at V = T = 8
-with 64 and 144 tokens per frame, V = T = 4 at 144 and V = T = 2 at 1560, without peak memory.
+``--quick`` times dense and split at V = T = 8 with 64 and 144 tokens per frame, V = T = 4 at 144
+and V = T = 2 at 1560, without peak memory (470 s with ``OMP_NUM_THREADS=1 --clock cpu --repeats 5``
+on the quiet 2-core CPU machine; fewer repeats and both cores take less).
 ``--clock cpu`` times this process's CPU time instead of wall time: with ``OMP_NUM_THREADS=1`` it
 is what to compare on a machine other processes share. The full
 run (every V, T in {2, 4, 8} at 64, 144 and 1560 tokens per frame up to ``--max-tokens``, all
@@ -30,15 +32,13 @@ the profiler, whose log lines measure.py keeps quiet).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 import torch
 
 from eval.perf.cli import Progress, add_common_args, write_json
-from eval.perf.measure import median_seconds, peak_bytes, sync
+from eval.perf.measure import median_seconds, peak_bytes
 from video4d.attention import BlockLayout, attend, block_mask, choose_backend, choose_layout, sparsity_report
 from video4d.attention.dense import full_attention
 from video4d.attention.flex import flex_attention_grid
@@ -144,22 +144,8 @@ def _peak_mib(fn: Callable[[], None], device: torch.device) -> float:
     return peak_bytes(fn, device) / 2**20  # measure.py keeps the profiler's log lines quiet
 
 
-def _cpu_seconds(fn: Callable[[], None], repeats: int) -> float:
-    """Median CPU time (``time.process_time``: this process's threads only) over ``repeats`` runs after a warm-up."""
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        samples.append(time.process_time() - start)
-    return statistics.median(samples)
-
-
 def _seconds(fn: Callable[[], None], device: torch.device, args) -> float:
-    if args.clock == "cpu":
-        sync(device)
-        return _cpu_seconds(fn, args.repeats)
-    return median_seconds(fn, device, args.repeats)
+    return median_seconds(fn, device, args.repeats, args.clock)
 
 
 def _measure(method: str, grid: GridShape, args, device: torch.device, dtype: torch.dtype, compile_flex: bool) -> Row:

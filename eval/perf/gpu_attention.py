@@ -28,7 +28,6 @@ import torch
 
 __all__ = ["GRIDS", "attended_flops", "run"]
 
-FRAME_SHAPES = {144: (9, 16), 576: (18, 32), 1560: (30, 52)}  # 144x256, 288x512, 480x832 after the VAE and 2x2 patches
 GRIDS = tuple((V, T, p) for V, T in ((8, 8), (4, 4), (8, 16)) for p in (144, 576, 1560))  # 8 x 8 first
 BUDGET_S = 240.0  # this check's share of gpu_checks' budget (FlexAttention compiles once per grid and layout)
 DENSE_CAP_GIB = 8.0  # dense-mask SDPA only up to this N x N mask (it is the slow reference)
@@ -82,9 +81,9 @@ def _methods(grid, flash_attn_func, with_before: bool) -> dict[str, Callable]:
 
 
 def _speed_rows(args, deadline: float, dev: torch.device, repeat: Callable) -> list[dict]:
+    from eval.perf.attention_bench import grid_of
     from eval.perf.measure import peak_bytes
     from video4d.attention import BlockLayout, choose_backend, choose_layout, sparsity_report
-    from video4d.grid import GridShape
 
     try:
         from flash_attn import flash_attn_func
@@ -93,7 +92,7 @@ def _speed_rows(args, deadline: float, dev: torch.device, repeat: Callable) -> l
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)  # one compile per grid and layout
     rows = []
     for V, T, p in GRIDS:
-        grid = GridShape(V, T, *FRAME_SHAPES[p])
+        grid = grid_of(V, T, p)  # 144 / 576 / 1560 tokens per frame: 144x256, 288x512, 480x832
         N, ideal = grid.num_tokens, V * T / (V + T - 1)
         report = sparsity_report(grid, choose_layout(grid, "view_or_time"))
         before = sparsity_report(grid, BlockLayout())

@@ -247,7 +247,7 @@ def _sp_step(args, deadline: float) -> list[dict]:
     GPU), the all-to-all share, peak memory per GPU and the SP = 2 output against SP = 1."""
     import tempfile
 
-    import torch.multiprocessing as mp
+    from eval.perf.measure import spawn_within
 
     V, T = args.sp_grid
     row: dict[str, Any] = {"model": "wan2.1-t2v-1.3b", "V": V, "T": T}
@@ -258,32 +258,17 @@ def _sp_step(args, deadline: float) -> list[dict]:
         return [{**row, "note": "skipped: time budget spent"}]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "sp_step.json")
-        context = mp.start_processes(_sp_worker, args=(V, T, 2, os.path.join(tmp, "store"), out), nprocs=2, join=False, start_method="spawn")
-        while not context.join(timeout=max(1.0, deadline - time.monotonic())):
-            if time.monotonic() > deadline:
-                for p in context.processes:
-                    p.kill()
-                return [{**row, "note": "killed: time budget spent"}]
+        if not spawn_within(_sp_worker, (V, T, 2, os.path.join(tmp, "store"), out), 2, deadline - time.monotonic()):
+            return [{**row, "note": "killed: time budget spent"}]
         with open(out) as f:
             return [json.load(f)]
-
-
-def _single_rank_env() -> None:
-    """A one-rank process group's environment when no launcher set one (DeepSpeed needs a group)."""
-    if "WORLD_SIZE" not in os.environ:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = str(sock.getsockname()[1])
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _dit_zero3(args, deadline: float) -> list[dict]:
     """One bf16 DeepSpeed ZeRO-3 training step of ``--zero3-preset`` built sharded (``deepspeed.zero.Init``)
     on this one GPU (self-attention trainable, checkpointing), its measured peak beside the planner's
     (:mod:`eval.perf.memory_check`, :mod:`eval.perf.memory_plan`). fp32 where there is no CUDA."""
+    from eval.perf.measure import single_rank_env
     from eval.perf.memory_check import check
     from eval.perf.memory_plan import parse, plan
 
@@ -293,7 +278,7 @@ def _dit_zero3(args, deadline: float) -> list[dict]:
     row: dict[str, Any] = {"model": args.zero3_preset, "grid": f"{V} x {F} @ {H}x{W}", "tokens": plan(parse(argv)).tokens}
     if time.monotonic() > deadline:
         return [{**row, "note": "skipped: time budget spent"}]
-    _single_rank_env()
+    single_rank_env()
     try:
         result = check([argv])[0]
     except torch.OutOfMemoryError:

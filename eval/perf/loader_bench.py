@@ -32,7 +32,7 @@ __all__ = ["run_benchmark", "perf_section", "main"]
 
 
 def _config(scenes: str, steps: int, workers: int, encoded: Optional[str] = None):
-    from eval.ablations import compose_training
+    from fourd.train.hydra_app import compose_training
 
     cfg = compose_training("train_video4d", [
         "launcher=plain", "data=mixture", "data.views=2", "data.height=32", "data.width=32", "schedule.frames=[[0,5]]",

@@ -19,12 +19,41 @@ import torch
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 
-__all__ = ["sync", "median_seconds", "peak_bytes", "allocation_events", "saved_bytes"]
+__all__ = ["sync", "median_seconds", "peak_bytes", "allocation_events", "saved_bytes", "spawn_within", "single_rank_env"]
 
 # Kineto (torch.profiler's backend, used by peak_bytes on CPU) logs "USDT ... profiler_start/stop" at every
 # profile and, on CPU-only machines, "ERROR ... gpuGetDeviceCount failed"; level 6 silences it. Kineto reads
 # this once, when a process first profiles: set here, before any profile of a process that measures.
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+
+
+def spawn_within(fn: Callable, args: tuple, nprocs: int, seconds: float) -> bool:
+    """Run ``fn(rank, *args)`` in ``nprocs`` spawned processes (``torch.multiprocessing``): True when
+    all finished within ``seconds``, False when they were killed then (a hung collective); a rank's
+    exception is raised here."""
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + seconds
+    while not context.join(timeout=max(1.0, deadline - time.monotonic())):
+        if time.monotonic() > deadline:
+            for p in context.processes:
+                p.kill()
+            return False
+    return True
+
+
+def single_rank_env() -> None:
+    """A one-rank process group's environment (free local port) when no launcher set one: DeepSpeed
+    needs a group even on one GPU or CPU process."""
+    if "WORLD_SIZE" not in os.environ:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = str(sock.getsockname()[1])
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def sync(device: torch.device) -> None:
@@ -33,16 +62,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: Callable[[], None], device: torch.device, repeats: int = 3) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after one warm-up run."""
+def median_seconds(fn: Callable[[], None], device: torch.device, repeats: int = 3, clock: str = "wall") -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up run: wall-clock, or with
+    ``clock="cpu"`` this process's CPU time (``time.process_time``; what to compare on a machine
+    other processes share, with one thread)."""
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"unknown clock {clock!r}; use 'wall' or 'cpu'")
+    now = time.perf_counter if clock == "wall" else time.process_time
     fn()
     samples = []
     for _ in range(repeats):
         sync(device)
-        start = time.perf_counter()
+        start = now()
         fn()
         sync(device)
-        samples.append(time.perf_counter() - start)
+        samples.append(now() - start)
     return statistics.median(samples)
 
 

@@ -171,7 +171,7 @@ def _row(sp: int, threads: int, tokens: int, ranks: list[dict]) -> SpRow:
 
 def run_benchmark(quick: bool = False, repeats: Optional[int] = None, timeout_s: float = 900.0) -> list[SpRow]:
     """One :class:`SpRow` per setting of :data:`SETTINGS` on the grid of :data:`GRIDS` (``quick`` or ``full``)."""
-    import torch.multiprocessing as mp
+    from eval.perf.measure import spawn_within
 
     grid = GRIDS["quick" if quick else "full"]
     repeats = repeats or (2 if quick else 5)
@@ -180,13 +180,8 @@ def run_benchmark(quick: bool = False, repeats: Optional[int] = None, timeout_s:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (sp, threads) in enumerate(SETTINGS[:2] if quick else SETTINGS):
             out, store = os.path.join(tmp, f"{i}.json"), os.path.join(tmp, f"store{i}")
-            context = mp.start_processes(_worker, args=(sp, threads, grid, repeats, store, out), nprocs=sp, join=False, start_method="spawn")
-            deadline = time.monotonic() + timeout_s
-            while not context.join(timeout=max(1.0, deadline - time.monotonic())):
-                if time.monotonic() > deadline:
-                    for p in context.processes:
-                        p.kill()
-                    raise TimeoutError(f"sp_bench: setting sp={sp} did not finish in {timeout_s} s")
+            if not spawn_within(_worker, (sp, threads, grid, repeats, store, out), sp, timeout_s):
+                raise TimeoutError(f"sp_bench: setting sp={sp} did not finish in {timeout_s} s")
             with open(out) as f:
                 rows.append(_row(sp, threads, tokens, json.load(f)))
     base = next(r for r in rows if r.sp == 1 and r.threads_per_rank == 1)

@@ -179,18 +179,23 @@ def held_out_seeds(b: DictConfig, moving_only: bool = False) -> list[int]:
     return seeds
 
 
+def _generation_clip(seed: int, g: DictConfig):
+    """``(clip, scene)``: held-out procedural scene ``seed`` as the generation grid ``g`` (views, frames,
+    height, width, arc_degrees) describes (:func:`fourd.data.procedural.procedural_scene`)."""
+    from fourd.data.procedural import procedural_scene
+
+    s = procedural_scene(seed, g.views, g.frames, g.height, g.width, "dynamic", arc_degrees=g.arc_degrees)
+    return datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth, caption=s.caption), s
+
+
 def synthetic(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
     """Held-out synthetic scenes: generation on the video model's data (:func:`fourd.data.procedural.procedural_scene`),
     dynamic NVS on the reconstructor's (:func:`fourd.data.generate_scene`) and, when ``benchmark.chain``
     is set, the whole chain (:mod:`eval.protocols.chain`) on the generation scenes' seeds."""
     from fourd.data import generate_scene
-    from fourd.data.procedural import procedural_scene
 
     b = cfg.benchmark
-    g = b.generation
-    gen_clips = (datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth, caption=s.caption) for s in (
-        procedural_scene(seed, g.views, g.frames, g.height, g.width, "dynamic", arc_degrees=g.arc_degrees)
-        for seed in _progress(held_out_seeds(b, moving_only=True), cfg, "synthetic: generation")))
+    gen_clips = (_generation_clip(seed, b.generation)[0] for seed in _progress(held_out_seeds(b, moving_only=True), cfg, "synthetic: generation"))
     boards = {"generation (held-out cells)": generation_table(cfg, models, gen_clips)}
     n = b.nvs
     inputs, targets = _split(n.input_views + n.target_views, n.input_views)
@@ -291,15 +296,14 @@ def neural3d(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scorebo
 def motion(cfg: DictConfig, models: Models, out_dir: str) -> dict[str, Scoreboard]:
     """Long grids of moving objects with the motion stated (:mod:`eval.protocols.motion`, its docstring
     names the tables) on ``benchmark.num_scenes`` held-out scenes with a moving object."""
-    from fourd.data.procedural import procedural_scene, scene_spec
+    from fourd.data.procedural import scene_spec
 
     b, ref = cfg.benchmark, cfg.reference
-    g = b.generation
     clips = []
     for seed in _progress(held_out_seeds(b, moving_only=True), cfg, "motion: scenes"):
-        s = procedural_scene(seed, g.views, g.frames, g.height, g.width, "dynamic", arc_degrees=g.arc_degrees)
+        clip, s = _generation_clip(seed, b.generation)
         ids = [k + 1 for k, o in enumerate(scene_spec(seed, "dynamic").objects) if o.motion != "rests"]
-        clips.append((datasets.Clip(s.name, s.frames, s.extrinsics, s.intrinsics, s.depth, caption=s.caption), moving_masks(s.masks, ids)))
+        clips.append((clip, moving_masks(s.masks, ids)))
     board = generation_table(cfg, models, _progress([c for c, _ in clips], cfg, "motion: generation"))
     for clip, _ in clips:
         gt = clip.frames

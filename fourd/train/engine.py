@@ -214,10 +214,15 @@ class Engine:
         (:class:`fourd.weights.SafetensorsWriter`: atomic)."""
         items = self._export_items(trainable_only)
         writer = SafetensorsWriter(url, [spec for spec, _ in items], metadata) if self.is_main else None
-        for (name, _, _), read in items:
-            tensor = read()
+        try:
+            for (name, _, _), read in items:
+                tensor = read()
+                if writer is not None:
+                    writer.write(name, tensor.to(torch.float32) if tensor.is_floating_point() else tensor)
+        except BaseException:
             if writer is not None:
-                writer.write(name, tensor.to(torch.float32) if tensor.is_floating_point() else tensor)
+                writer.abort()
+            raise
         if writer is not None:
             writer.close()
 

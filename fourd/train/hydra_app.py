@@ -25,10 +25,25 @@ from fourd.train.engine import EngineFactory, OptimConfig, resolve_precision
 from fourd.train.loop import DebugConfig, LoopConfig, Task, TrainResult, train
 from fourd.train.publish import check_publish_target, publish_export
 
-__all__ = ["prepare_launch", "typed", "run_task"]
+__all__ = ["CONFIG_DIR", "compose_training", "prepare_launch", "typed", "run_task"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+
+
+def compose_training(config_name: str, overrides: list[str]) -> DictConfig:
+    """The composed config ``configs/<config_name>.yaml`` with ``overrides`` (Hydra syntax); works
+    inside a running Hydra app (launch/eval.py) and outside it (benchmarks, tests)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=config_name, overrides=overrides)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
 
 
 def prepare_launch() -> DistEnv:

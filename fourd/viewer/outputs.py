@@ -135,6 +135,11 @@ def splats_for_viewer(url: str) -> dict[str, np.ndarray]:
     }
 
 
+def vertical_fov(height: float, fy: float) -> float:
+    """Vertical field of view ``2 atan(H / 2 fy)`` in radians (60 degrees when ``fy`` is not positive)."""
+    return 2 * math.atan(height / (2 * fy)) if fy > 0 else math.radians(60)
+
+
 def camera_frusta(cameras: dict) -> list[dict]:
     """Frustum poses of :func:`fourd.formats.load_cameras_json` cameras, one dict per view.
 
@@ -150,7 +155,7 @@ def camera_frusta(cameras: dict) -> list[dict]:
     fy = cameras["intrinsics"][:, 1, 1]
     return [
         {"wxyz": quats[v].numpy(), "position": centers[v].numpy(),
-         "fov": 2 * math.atan(H / (2 * float(fy[v]))) if float(fy[v]) > 0 else math.radians(60), "aspect": W / H}
+         "fov": vertical_fov(H, float(fy[v])), "aspect": W / H}
         for v in range(ext.shape[0])
     ]
 
@@ -192,7 +197,7 @@ def opening_view(cameras: Optional[dict], centers: np.ndarray) -> dict:
         inside = z[front][(u >= 0) & (u < W) & (v >= 0) & (v < H)]
         depths = inside if len(inside) else z[front]
         focus = float(np.median(depths)) if len(depths) else 1.0
-        fov = 2 * math.atan(H / (2 * K[1, 1])) if K[1, 1] > 0 else math.radians(60)
+        fov = vertical_fov(H, float(K[1, 1]))
     return {"position": eye, "look_at": eye + focus * forward, "up": up, "fov": fov, "near": 0.1 * focus, "far": 1000.0 * focus,
             "focus": focus}
 

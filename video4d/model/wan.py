@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from fourd.sharded import gathered, numel
+from fourd.sharded import gathered, is_partitioned, numel
 from video4d.grid import GridShape, ReferenceLatents
 from video4d.model.blocks import DiTBlock, Head
 from video4d.model.config import INITS, DiTConfig
@@ -174,11 +174,14 @@ class WanDiT4D(nn.Module):
     def _add_reference(self, x: torch.Tensor, reference: Optional[ReferenceLatents], grid: GridShape, latents: torch.Tensor) -> torch.Tensor:
         """``x`` plus the patch embeddings of the reference latents at the reference cells.
 
-        Without a reference the embedding of all-zero latents is computed and discarded (every token
-        keeps ``x`` exactly): ``patch_embedding`` runs twice in every forward, whatever the sample, so
-        that all ranks of a ZeRO-3 run issue the same parameter gathers (a rank whose micro-batch drew
-        no reference would otherwise skip one and deadlock the others).
+        Without a reference ``x`` is returned as it is, except under ZeRO-3 (``patch_embedding``
+        partitioned): there the embedding of all-zero latents is computed and discarded (every token
+        keeps ``x`` exactly), so that ``patch_embedding`` runs twice in every forward whatever the
+        sample and all ranks issue the same parameter gathers (a rank whose micro-batch drew no
+        reference would otherwise skip one and deadlock the others).
         """
+        if reference is None and not is_partitioned(self.patch_embedding.weight):
+            return x
         if reference is None:
             reference = ReferenceLatents(torch.zeros_like(latents), torch.zeros(latents.shape[:3], dtype=torch.bool, device=latents.device))
         shape = latents.shape
