@@ -10,7 +10,7 @@ temporal blocks and the Gaussian head start at their init).
 
 Data (``base_data``): one sample = ``views`` cameras on an arc of ``arc_degrees`` (drawn per sample
 from the given range) around a static procedural scene (:func:`fourd.data.generate_scene`, kind
-``static``, one timestep). Training sample ``i`` shows seed ``seed + i`` (an unbounded stream, never
+``static``, one timestep), the views in order along the arc or shuffled (``view_order``). Training sample ``i`` shows seed ``seed + i`` (an unbounded stream, never
 repeated); held-out scene ``j`` has seed ``held_out_seed + j`` (1_000_000 + j by default, a range
 training never reaches: an error says so if it would).
 Ground truth is VGGT's normalised frame (:func:`recon.train_task.normalize_ground_truth`).
@@ -45,20 +45,28 @@ from recon.vggt_losses import (
     translation_angle_deg,
 )
 
-__all__ = ["BaseTask", "base_scene", "evaluate_base", "baseline_metrics", "pretrain"]
+__all__ = ["VIEW_ORDERS", "BaseTask", "base_scene", "view_spread_deg", "evaluate_base", "baseline_metrics", "pretrain"]
 
 log = logging.getLogger(__name__)
 
 
-def base_scene(seed: int, views: int, height: int, width: int, arc_range: tuple[float, float]) -> dict[str, Any]:
+VIEW_ORDERS = ("arc", "shuffled")
+
+
+def base_scene(seed: int, views: int, height: int, width: int, arc_range: tuple[float, float], view_order: str = "arc") -> dict[str, Any]:
     """One static multi-view set: ``frames [V, 1, 3, H, W]``, ``depth [V, 1, H, W]``, ``extrinsics
     [V, 1, 3, 4]``, ``intrinsics [V, 1, 3, 3]`` (pixel centres at +0.5) of scene ``seed``; the arc
-    spanned by the cameras is drawn from ``arc_range`` (degrees) with the same seed."""
+    spanned by the cameras is drawn from ``arc_range`` (degrees) with the same seed. ``view_order``:
+    ``arc`` (views in order along the arc, view 0 at one end) or ``shuffled`` (a permutation drawn
+    with the same seed: the reference view 0 lies anywhere on the arc and the others on both sides)."""
     from fourd.data import generate_scene
 
+    if view_order not in VIEW_ORDERS:
+        raise ValueError(f"base_data.view_order must be one of {VIEW_ORDERS}, got {view_order!r}")
     arc = float(np.random.default_rng([seed, 11]).uniform(*arc_range))
     s = generate_scene(seed, views, 1, height, width, "static", arc_degrees=arc)
-    return {"frames": s.frames, "depth": s.depth, "extrinsics": s.extrinsics, "intrinsics": s.intrinsics}
+    order = np.random.default_rng([seed, 12]).permutation(views) if view_order == "shuffled" else np.arange(views)
+    return {"frames": s.frames[order], "depth": s.depth[order], "extrinsics": s.extrinsics[order], "intrinsics": s.intrinsics[order]}
 
 
 def _collate(samples: list[dict[str, Any]], device: torch.device) -> dict[str, torch.Tensor]:
@@ -85,11 +93,21 @@ def _camera_errors(pred_ext: torch.Tensor, gt_ext: torch.Tensor) -> tuple[torch.
     return rotation_angle_deg(pred_ext[:, 1:], gt_ext[:, 1:]), translation_angle_deg(pred_ext[:, 1:, ..., 3], gt_ext[:, 1:, ..., 3])
 
 
+def view_spread_deg(ext: torch.Tensor) -> torch.Tensor:
+    """Mean rotation angle (degrees) between the cameras of every pair of non-reference views (1..),
+    extrinsics ``[B, V, T, 3, 4]`` -> ``[B]`` (NaN for V < 3): 0 when a model gives every view after
+    the reference one shared pose, whatever the images (VGGT gives views 1.. one camera token, so
+    only the image content can set them apart)."""
+    V = ext.shape[1]
+    pairs = [rotation_angle_deg(ext[:, i], ext[:, j]).flatten(1).mean(1) for i in range(1, V) for j in range(i + 1, V)]
+    return torch.stack(pairs, 1).mean(1) if pairs else torch.full(ext.shape[:1], float("nan"))
+
+
 class _BaseSets(Dataset):
     """Training sets by :class:`fourd.data.loader.SampleKey`: scene ``seed + key.index`` (:func:`base_scene`)."""
 
-    def __init__(self, seed: int, held_out_seed: int, views: int, height: int, width: int, arc: tuple[float, float]):
-        self.seed, self.held_out_seed, self.shape = seed, held_out_seed, (views, height, width, arc)
+    def __init__(self, seed: int, held_out_seed: int, shape: tuple):
+        self.seed, self.held_out_seed, self.shape = seed, held_out_seed, shape
 
     def __getitem__(self, key: SampleKey) -> dict[str, Any]:
         seed = self.seed + key.index
@@ -112,6 +130,8 @@ class BaseTask:
         lo, hi = data.arc_degrees
         if not 0 < lo <= hi:
             raise ValueError(f"base_data.arc_degrees must be [min, max] with 0 < min <= max, got {list(data.arc_degrees)}")
+        if _shape(data)[-1] not in VIEW_ORDERS:
+            raise ValueError(f"base_data.view_order must be one of {VIEW_ORDERS}, got {data.view_order!r}")
         self.loss_cfg = VGGTLossConfig(**OmegaConf.to_container(cfg.base_loss, resolve=True))
         self.model_config: dict[str, Any] = {}
 
@@ -143,7 +163,7 @@ class BaseTask:
     def data(self, micro_batch: int) -> TaskData:
         """Training set ``i`` (:class:`fourd.data.loader.SampleKey` index) is scene ``base_data.seed + i``."""
         d = self.cfg.base_data
-        return TaskData(_BaseSets(d.seed, d.held_out_seed, *self._shape()), functools.partial(_collate, device=torch.device("cpu")))
+        return TaskData(_BaseSets(d.seed, d.held_out_seed, _shape(d)), functools.partial(_collate, device=torch.device("cpu")))
 
     def loss(self, model, batch: Mapping[str, torch.Tensor], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """VGGT's camera + depth + point losses (module docstring of :mod:`recon.vggt_losses`)."""
@@ -181,7 +201,7 @@ class BaseTask:
         metrics = evaluate_base(model, self.cfg.base_data)
         log.info("step %d: held-out rotation error %.2f deg, translation angle %.2f deg, depth abs-rel %.3f",
                  step, metrics["rot_err_deg"], metrics["trans_err_deg"], metrics["abs_rel"])
-        batch = _collate([base_scene(self.cfg.base_data.held_out_seed, *self._shape())], next(model.parameters()).device)
+        batch = _collate([base_scene(self.cfg.base_data.held_out_seed, *_shape(self.cfg.base_data))], next(model.parameters()).device)
         gt = _targets(batch)
         pred = model(batch["inputs"]).depth
         pred = pred * (gt["depth"] / pred).flatten(1).median(1).values[:, None, None, None, None]
@@ -189,9 +209,11 @@ class BaseTask:
         rows = [batch["inputs"][0, :, 0]] + [(d[0, :, 0] / top).clamp(0, 1)[:, None].expand(-1, 3, -1, -1) for d in (gt["depth"], pred)]
         return make_grid(torch.cat(rows).float().cpu(), nrow=rows[0].shape[0], padding=1)
 
-    def _shape(self) -> tuple[int, int, int, tuple[float, float]]:
-        d = self.cfg.base_data
-        return d.views, d.height, d.width, tuple(d.arc_degrees)
+
+
+def _shape(data: DictConfig) -> tuple[int, int, int, tuple[float, float], str]:
+    """:func:`base_scene`'s arguments after the seed, from the ``base_data`` node."""
+    return data.views, data.height, data.width, tuple(data.arc_degrees), str(data.view_order)
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -199,19 +221,22 @@ class BaseTask:
 def evaluate_base(model: nn.Module, data: DictConfig) -> dict[str, float]:
     """Held-out errors of a reconstructor with camera and depth heads on ``data.eval_scene_count``
     sets (seeds ``held_out_seed + j``): mean rotation and translation-direction angle errors
-    (degrees, views 1..; view 0 is the reference) and depth abs-rel after median scale alignment."""
+    (degrees, views 1..; view 0 is the reference), the predicted cameras' :func:`view_spread_deg` and
+    depth abs-rel after median scale alignment."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    rot, trans, rel = [], [], []
+    rot, trans, rel, spread = [], [], [], []
     for j in range(data.eval_scene_count):
-        batch = _collate([base_scene(data.held_out_seed + j, data.views, data.height, data.width, tuple(data.arc_degrees))], device)
+        batch = _collate([base_scene(data.held_out_seed + j, *_shape(data))], device)
         gt = _targets(batch)
         out = model(batch["inputs"])
         r, t = _camera_errors(out.extrinsics, gt["in_ext"])
         rot.append(r.flatten()), trans.append(t.flatten()), rel.append(abs_rel_median_aligned(out.depth, gt["depth"]))
+        spread.append(view_spread_deg(out.extrinsics))
     model.train(was_training)
-    return {"rot_err_deg": float(torch.cat(rot).mean()), "trans_err_deg": float(torch.cat(trans).mean()), "abs_rel": float(torch.cat(rel).mean())}
+    return {"rot_err_deg": float(torch.cat(rot).mean()), "trans_err_deg": float(torch.cat(trans).mean()), "abs_rel": float(torch.cat(rel).mean()),
+            "view_spread_deg": float(torch.cat(spread).mean())}
 
 
 @torch.no_grad()
@@ -221,12 +246,15 @@ def baseline_metrics(data: DictConfig, train_samples: int = 64) -> dict[str, dic
     - ``identity``: every camera = the reference (rotation error = the GT relative rotation; a zero
       translation has no direction and counts 90 degrees);
     - ``mean_pose``: per view index, the mean GT pose encoding of ``train_samples`` training sets;
-    - ``mean_depth``: a constant depth map (after median alignment: the GT median everywhere).
+    - ``mean_depth``: a constant depth map (after median alignment: the GT median everywhere);
+    - ``ground_truth``: only the GT cameras' :func:`view_spread_deg` (what a model's spread should be).
     """
-    shape = (data.views, data.height, data.width, tuple(data.arc_degrees))
+    shape = _shape(data)
     train = _targets(_collate([base_scene(data.seed + i, *shape) for i in range(train_samples)], torch.device("cpu")))
     mean_enc = train["pose_enc"].mean(0, keepdim=True)
-    out = {"identity": {"rot_err_deg": [], "trans_err_deg": []}, "mean_pose": {"rot_err_deg": [], "trans_err_deg": []}, "mean_depth": {"abs_rel": []}}
+    out = {"identity": {"rot_err_deg": [], "trans_err_deg": [], "view_spread_deg": []},
+           "mean_pose": {"rot_err_deg": [], "trans_err_deg": [], "view_spread_deg": []},
+           "mean_depth": {"abs_rel": []}, "ground_truth": {"view_spread_deg": []}}
     for j in range(data.eval_scene_count):
         gt = _targets(_collate([base_scene(data.held_out_seed + j, *shape)], torch.device("cpu")))
         eye = torch.zeros_like(gt["in_ext"])
@@ -236,6 +264,8 @@ def baseline_metrics(data: DictConfig, train_samples: int = 64) -> dict[str, dic
             r, t = _camera_errors(ext, gt["in_ext"])
             out[name]["rot_err_deg"].append(float(r.mean()))
             out[name]["trans_err_deg"].append(float(t.mean()))
+            out[name]["view_spread_deg"].append(float(view_spread_deg(ext).mean()))
+        out["ground_truth"]["view_spread_deg"].append(float(view_spread_deg(gt["in_ext"]).mean()))
         out["mean_depth"]["abs_rel"].append(float(abs_rel_median_aligned(torch.ones_like(gt["depth"]), gt["depth"]).mean()))
     return {name: {k: float(np.mean(v)) for k, v in m.items()} for name, m in out.items()}
 
@@ -280,9 +310,11 @@ def plot_curve(run_dir: str, out_png: str, baselines: Mapping[str, Mapping[str, 
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m recon.pretrain_task --weights W [--run-dir R --png P]``: held-out camera and depth
-    errors of the base ``W``, of its untrained init and of the trivial baselines (the table of
-    docs/base_models.md); with ``--run-dir`` also the training curve PNG."""
+    """``python -m recon.pretrain_task --weights W [--run-dir R --png P] [base_data.KEY=VALUE ...]``:
+    held-out camera and depth errors of the base ``W``, of its untrained init and of the trivial
+    baselines (the table of docs/base_models.md) on ``configs/train_recon_base.yaml``'s ``base_data``
+    with the given overrides (e.g. ``base_data.height=56 base_data.width=56`` for a base trained at
+    56 x 56); with ``--run-dir`` also the training curve PNG."""
     import argparse
 
     from fourd.train.hydra_app import compose_training
@@ -294,8 +326,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--weights", required=True, help="exported base (safetensors with recon_config metadata)")
     parser.add_argument("--run-dir", default=None, help="the training run (metrics.jsonl) for the curve")
     parser.add_argument("--png", default="docs/images/vggt_curve.png", help="curve output path")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of base_data (the held-out sets), e.g. base_data.height=56")
     args = parser.parse_args(argv)
-    data = compose_training("train_recon_base", []).base_data
+    bad = [o for o in args.overrides if not o.startswith("base_data.")]
+    if bad:
+        parser.error(f"only base_data.* overrides select the held-out sets, got {bad}")
+    data = compose_training("train_recon_base", list(args.overrides)).base_data
     config = json.loads(read_metadata(args.weights)["recon_config"])
     trained = load_reconstructor(config, weights=args.weights)
     with torch.random.fork_rng(devices=[]):
@@ -304,9 +340,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     rows = {"trained": evaluate_base(trained, data), "untrained (init)": evaluate_base(untrained, data)}
     base = baseline_metrics(data)
     print(f"held-out sets: {data.eval_scene_count} (seeds >= {data.held_out_seed}), {data.views} views, {data.height}x{data.width}")
-    print("| model | rotation error (deg) | translation angle (deg) | depth abs-rel |\n|---|---|---|---|")
-    for name, m in {**rows, "identity cameras": base["identity"], "mean training pose": base["mean_pose"], "mean depth": base["mean_depth"]}.items():
-        print(f"| {name} | " + " | ".join(f"{m[k]:.3f}" if k in m else "-" for k in ("rot_err_deg", "trans_err_deg", "abs_rel")) + " |")
+    print("| model | rotation error (deg) | translation angle (deg) | depth abs-rel | spread of views 1.. (deg) |\n|---|---|---|---|---|")
+    for name, m in {**rows, "identity cameras": base["identity"], "mean training pose": base["mean_pose"], "mean depth": base["mean_depth"],
+                    "ground-truth cameras": base["ground_truth"]}.items():
+        print(f"| {name} | " + " | ".join(f"{m[k]:.3f}" if k in m else "-" for k in ("rot_err_deg", "trans_err_deg", "abs_rel", "view_spread_deg")) + " |")
     if args.run_dir:
         plot_curve(args.run_dir, args.png, base, rows["trained"])
         print(f"curve: {args.png}")

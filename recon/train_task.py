@@ -127,13 +127,17 @@ class SceneSampler:
 
     ``cfg`` is the ``recon_data`` node. **Dynamic** samples: ``source: synthetic`` renders
     :func:`fourd.data.generate_scene` scenes (training scene ``seed + index % num_scenes``, held-out
-    scene ``eval_seed + index``); ``source: disk`` reads ``scenes`` / ``eval_scenes``
+    scene ``eval_seed + index``); ``source: procedural`` renders the chain's and the benchmarks'
+    family (:class:`fourd.data.procedural.ProceduralSource`, kind ``dynamic``: fixed cameras evenly on
+    an ``arc_degrees`` arc, objects move; training seeds ``scene_seed(index, "train", seed,
+    num_scenes)``, held-out seeds ``scene_seed(index, "held_out", eval_seed)`` >= 1_000_000);
+    ``source: disk`` reads ``scenes`` / ``eval_scenes``
     (:class:`fourd.data.MultiViewSource`, cameras and depth required). **Static** samples are
     separate static scenes built as the paper builds them (§3.2: static datasets "copying multi-view
     samples across timesteps"; the generator's ``StaticSceneSource`` does the same): the frames of
     a camera moving through a static scene become the views, each duplicated over the T timesteps.
-    Synthetic: :class:`fourd.data.procedural.ProceduralSource` in its static mode (training seeds
-    ``seed + index % num_scenes``, held-out seeds >= 1_000_000); disk: :class:`fourd.data.StaticSceneSource`
+    Synthetic and procedural: :class:`fourd.data.procedural.ProceduralSource` in its static mode (same
+    seeds as the dynamic procedural samples; the held-out offset is ``seed`` for synthetic); disk: :class:`fourd.data.StaticSceneSource`
     on ``static_scenes`` (training only).
     Returns ``{"frames" [V, T, 3, H, W], "depth" [V, T, H, W] (0 = invalid), "extrinsics"
     [V, T, 3, 4], "intrinsics" [V, T, 3, 3], "scene", "kind"}`` with ``V = input_views + target_views``.
@@ -144,8 +148,10 @@ class SceneSampler:
         self.num_views = cfg.input_views + cfg.target_views
         if cfg.height % 14 or cfg.width % 14:
             raise ValueError(f"recon_data height/width must be multiples of the patch size 14, got {cfg.height}x{cfg.width}")
-        if cfg.source not in ("synthetic", "disk"):
-            raise ValueError(f"unknown recon_data.source {cfg.source!r}; use 'synthetic' or 'disk'")
+        if cfg.source not in ("synthetic", "procedural", "disk"):
+            raise ValueError(f"unknown recon_data.source {cfg.source!r}; use 'synthetic', 'procedural' or 'disk'")
+        if cfg.source == "procedural":
+            _check_procedural(cfg, self.num_views)
         if not 0.0 <= cfg.static_ratio <= 1.0:
             raise ValueError(f"recon_data.static_ratio must lie in [0, 1], got {cfg.static_ratio}")
         if cfg.source == "disk" and cfg.static_ratio > 0 and not cfg.static_scenes:
@@ -169,13 +175,13 @@ class SceneSampler:
         return MixtureDataset(sources, {"dynamic": 1.0 - r, "static": r}, seed=self.cfg.seed, reverse_views_prob=0.0)
 
     def __len__(self) -> int:
-        """Training scenes per kind: ``num_scenes`` (synthetic) or the dynamic root's scene count."""
-        return int(self.cfg.num_scenes) if self.cfg.source == "synthetic" else len(self._disk(1, False, False))
+        """Training scenes per kind: ``num_scenes`` (synthetic, procedural) or the dynamic root's scene count."""
+        return len(self._disk(1, False, False)) if self.cfg.source == "disk" else int(self.cfg.num_scenes)
 
     def _load(self, index: int, num_frames: int, static: bool, held_out: bool) -> dict[str, Any]:
         cfg = self.cfg
-        if cfg.source == "synthetic" and static:
-            s = self._procedural(held_out).sample(index, num_frames)
+        if cfg.source == "procedural" or (cfg.source == "synthetic" and static):
+            s = self._procedural(held_out, static).sample(index, num_frames)
             return {k: s[k] for k in ("frames", "depth", "extrinsics", "intrinsics", "scene", "kind")}
         if cfg.source == "synthetic":
             from fourd.data import generate_scene
@@ -191,14 +197,16 @@ class SceneSampler:
             raise ValueError(f"scene {s['scene']}: the reconstructor's training data needs cameras (scene.json cameras)")
         return {"frames": s["frames"], "depth": s["depth"], **s["cameras"], "scene": s["scene"], "kind": s["kind"], "skipped": s["skipped"]}
 
-    def _procedural(self, held_out: bool):
+    def _procedural(self, held_out: bool, static: bool):
+        """The :class:`fourd.data.procedural.ProceduralSource` of one kind (static or dynamic) and split."""
         from fourd.data.procedural import ProceduralSource
 
-        key = (0, True, held_out)
+        key = ("procedural", static, held_out)
         if key not in self._sources:
             cfg = self.cfg
-            self._sources[key] = ProceduralSource(self.num_views, cfg.height, cfg.width, "held_out" if held_out else "train", cfg.seed,
-                                                  num_scenes=None if held_out else cfg.num_scenes, static_fraction=1.0,
+            offset = cfg.eval_seed if held_out and cfg.source == "procedural" else cfg.seed
+            self._sources[key] = ProceduralSource(self.num_views, cfg.height, cfg.width, "held_out" if held_out else "train", offset,
+                                                  num_scenes=None if held_out else cfg.num_scenes, static_fraction=float(static),
                                                   arc_degrees=cfg.arc_degrees, cache=1)
         return self._sources[key]
 
@@ -216,6 +224,25 @@ class SceneSampler:
                 self._sources[key] = MultiViewSource(root, self.num_views, num_frames, size, cfg.frame_stride, "random",
                                                      with_depth=True, seed=cfg.seed)
         return self._sources[key]
+
+
+def _check_procedural(cfg: DictConfig, num_views: int) -> None:
+    """``recon_data`` of ``source: procedural`` (configs/recon_data/procedural.yaml): raise
+    ``ValueError`` naming the key and the fix."""
+    from fourd.data.procedural import HELD_OUT_SEED_START
+
+    if num_views < 2:
+        raise ValueError(f"recon_data.input_views + target_views must be >= 2 for procedural grids, got {num_views}")
+    if not isinstance(cfg.num_scenes, int) or cfg.num_scenes < 1:
+        raise ValueError(f"recon_data.num_scenes must be a positive int (training scenes), got {cfg.num_scenes!r}")
+    if not isinstance(cfg.seed, int) or not isinstance(cfg.eval_seed, int) or cfg.seed < 0 or cfg.eval_seed < 0:
+        raise ValueError(f"recon_data.seed and recon_data.eval_seed must be ints >= 0 (offsets of the train and held-out "
+                         f"seed ranges), got {cfg.seed!r}, {cfg.eval_seed!r}")
+    if cfg.seed + cfg.num_scenes > HELD_OUT_SEED_START:
+        raise ValueError(f"recon_data.seed + num_scenes = {cfg.seed + cfg.num_scenes} exceeds the training seed range "
+                         f"[0, {HELD_OUT_SEED_START}) of fourd.data.procedural; lower recon_data.num_scenes or seed")
+    if cfg.arc_degrees is None or not 0 < float(cfg.arc_degrees) < 360:
+        raise ValueError(f"recon_data.arc_degrees must lie in (0, 360) for procedural grids (the chain: 90), got {cfg.arc_degrees!r}")
 
 
 class _KindSource:

@@ -90,3 +90,44 @@ def test_each_stage_builds_its_measured_centre_detach_choice(stage):
     assert json.loads(task.export_metadata()["recon_config"])["gaussian"]["detach_depth"] == want
     flipped = ReconTask(_compose(f"stage={stage}", "loss.lpips_weight=0", f"geometry.detach_depth.{stage}={not want}"), DistEnv()).build_model()
     assert flipped.gaussian_head.cfg.detach_depth == (not want)
+
+
+def test_procedural_source_serves_the_chain_grid_with_opencv_cameras():
+    """recon_data=procedural: inputs and targets are the chain's grid and halfway views of the same
+    seed (eval/protocols/chain.py); cameras OpenCV camera-from-world (the look-at point projects to
+    the image centre, z forward), intrinsics in pixels, first camera identity after normalisation,
+    fixed over time; held-out seeds (>= 1_000_000) are disjoint from training seeds."""
+    from eval.protocols.chain import chain_scene
+    from fourd.data.procedural import HELD_OUT_SEED_START, scene_seed
+    from recon.train_task import collate, normalize_ground_truth
+
+    cfg = _compose("recon_data=procedural", "recon_data.height=28", "recon_data.width=28", "stage=dynamic", "recon_data.num_scenes=5")
+    task = ReconTask(cfg, DistEnv())
+    s = task.scenes.sample(2, 2, False)
+    seed = scene_seed(2, "train", 0, 5)
+    assert s["kind"] == "dynamic" and s["scene"] == f"procedural_dynamic_{seed:07d}" and s["frames"].shape == (5, 2, 3, 28, 28)
+    chain = chain_scene(seed, 3, 2, 28, 28, 90.0)
+    batch = collate([s], cfg.recon_data.input_views, torch.device("cpu"))
+    assert torch.equal(batch["inputs"][0], chain["grid"]) and torch.equal(batch["targets"][0], chain["targets"])
+    check_fixed_cameras(s, allow_moving=False)
+    E, K = s["extrinsics"][:, 0], s["intrinsics"][:, 0]
+    assert torch.allclose(E[:, :, :3] @ E[:, :, :3].transpose(1, 2), torch.eye(3).expand(5, 3, 3), atol=1e-5)
+    look = E[:, :, :3] @ torch.tensor([0.0, 0.0, 0.45]) + E[:, :, 3]  # procedural cameras look at (0, 0, 0.45)
+    assert bool((look[:, 2] > 0).all())
+    assert torch.allclose((K @ look[..., None])[:, :2, 0] / look[:, 2:], torch.tensor([14.0, 14.0]).expand(5, 2), atol=1e-3)
+    assert float(K[0, 0, 0]) > 14 and torch.equal(K[:, :2, 2], torch.tensor([14.0, 14.0]).expand(5, 2))
+    gt = normalize_ground_truth(batch)
+    assert torch.allclose(gt["in_ext"][0, 0], torch.eye(3, 4).expand(2, 3, 4), atol=1e-5)
+    held = [task.scenes.sample(i, 2, static, held_out=True)["scene"] for i in range(2) for static in (False, True)]
+    assert all(int(name[-7:]) >= HELD_OUT_SEED_START for name in held)
+    train = [task.scenes.sample(i, 2, static)["scene"] for i in range(7) for static in (False, True)]
+    assert all(int(name[-7:]) < 5 for name in train) and {n.split("_")[1] for n in train} == {"dynamic", "static"}
+
+
+@pytest.mark.parametrize("override, match", [("recon_data.num_scenes=999999", "seed \\+ num_scenes"),
+                                             ("recon_data.arc_degrees=0", "arc_degrees"),
+                                             ("recon_data.source=grid", "unknown recon_data.source")])
+def test_procedural_source_config_errors_name_the_key(override, match):
+    cfg = _compose("recon_data=procedural", "recon_data.seed=2", override)
+    with pytest.raises(ValueError, match=match):
+        ReconTask(cfg, DistEnv())

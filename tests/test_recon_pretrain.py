@@ -103,3 +103,33 @@ def test_committed_base_checkpoint_loads_as_the_start_of_stage_1():
     torch.testing.assert_close(stage1.aggregator.frame_blocks.state_dict(), base.aggregator.frame_blocks.state_dict())
     assert stage1.load_report.missing and all(k.startswith(("gaussian_head.", "aggregator.frame_temporal", "aggregator.global_temporal"))
                                               for k in stage1.load_report.missing)
+
+
+def test_shuffled_view_order_permutes_the_arc_set():
+    """base_data.view_order=shuffled: the same scene's views in a seeded permutation (the reference
+    view 0 not always at the arc's end); an unknown order is refused by the task."""
+    from recon.pretrain_task import base_scene
+
+    firsts = []
+    for seed in range(6):
+        arc, shuffled = base_scene(seed, 4, 28, 28, (20.0, 120.0)), base_scene(seed, 4, 28, 28, (20.0, 120.0), "shuffled")
+        order = [next(i for i in range(4) if torch.equal(arc["frames"][i], f)) for f in shuffled["frames"]]
+        assert sorted(order) == [0, 1, 2, 3] and torch.equal(shuffled["extrinsics"], arc["extrinsics"][order])
+        assert torch.equal(shuffled["depth"], arc["depth"][order])
+        firsts.append(order[0])
+    assert set(firsts) - {0, 3}
+    with pytest.raises(ValueError, match="view_order"):
+        BaseTask(_compose("base_data.view_order=random"), DistEnv())
+
+
+def test_view_spread_is_the_mean_pairwise_angle_of_the_non_reference_views():
+    from recon.pretrain_task import view_spread_deg
+
+    def rz(deg: float) -> torch.Tensor:
+        c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+        return torch.tensor([[c, -s, 0.0, 0.0], [s, c, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+
+    arc = torch.stack([rz(a) for a in (0.0, 10.0, 20.0, 40.0)])[None, :, None]  # [1, 4, 1, 3, 4]
+    assert float(view_spread_deg(arc)[0]) == pytest.approx((10 + 30 + 20) / 3, abs=1e-3)
+    collapsed = torch.stack([rz(a) for a in (0.0, 41.0, 41.0, 41.0)])[None, :, None]
+    assert float(view_spread_deg(collapsed)[0]) == pytest.approx(0.0, abs=1e-2)
