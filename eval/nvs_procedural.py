@@ -63,5 +63,6 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"\n{name}: {args.scenes} held-out procedural scenes, {size} x {size}, T = {args.frames}\n")
         print(markdown_table(board.rows()))
 
+
 if __name__ == "__main__":
     main()

@@ -210,7 +210,6 @@ class BaseTask:
         return make_grid(torch.cat(rows).float().cpu(), nrow=rows[0].shape[0], padding=1)
 
 
-
 def _shape(data: DictConfig) -> tuple[int, int, int, tuple[float, float], str]:
     """:func:`base_scene`'s arguments after the seed, from the ``base_data`` node."""
     return data.views, data.height, data.width, tuple(data.arc_degrees), str(data.view_order)
