@@ -28,13 +28,14 @@ def procedural_nvs(model: torch.nn.Module, size: int, num_scenes: int = 8, frame
     """Scoreboards ``{name: Scoreboard}`` of :func:`eval.protocols.suites.nvs_tables` for ``model`` on
     ``num_scenes`` held-out procedural scenes (module docstring) of ``views`` input views."""
     from eval.protocols import datasets
+    from eval.protocols.chain import chain_views
     from eval.protocols.suites import held_out_seeds, nvs_tables
     from fourd.data.procedural import procedural_scene
 
     cfg = OmegaConf.create({"render": {"background": [0.0, 0.0, 0.0], "backend": "auto"},
                             "metrics": {"lpips_weights": None, "lpips_net": "vgg"}})
     device = next(model.parameters()).device
-    inputs, targets = list(range(0, 2 * views - 1, 2)), list(range(1, 2 * views - 1, 2))
+    inputs, targets = chain_views(views)
 
     def clips():
         for s in held_out_seeds(OmegaConf.create({"num_scenes": num_scenes, "seed": seed})):

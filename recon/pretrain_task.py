@@ -53,6 +53,11 @@ log = logging.getLogger(__name__)
 VIEW_ORDERS = ("arc", "shuffled")
 
 
+def _check_view_order(view_order: str) -> None:
+    if view_order not in VIEW_ORDERS:
+        raise ValueError(f"base_data.view_order must be one of {VIEW_ORDERS}, got {view_order!r}")
+
+
 def base_scene(seed: int, views: int, height: int, width: int, arc_range: tuple[float, float], view_order: str = "arc") -> dict[str, Any]:
     """One static multi-view set: ``frames [V, 1, 3, H, W]``, ``depth [V, 1, H, W]``, ``extrinsics
     [V, 1, 3, 4]``, ``intrinsics [V, 1, 3, 3]`` (pixel centres at +0.5) of scene ``seed``; the arc
@@ -61,8 +66,7 @@ def base_scene(seed: int, views: int, height: int, width: int, arc_range: tuple[
     with the same seed: the reference view 0 lies anywhere on the arc and the others on both sides)."""
     from fourd.data import generate_scene
 
-    if view_order not in VIEW_ORDERS:
-        raise ValueError(f"base_data.view_order must be one of {VIEW_ORDERS}, got {view_order!r}")
+    _check_view_order(view_order)
     arc = float(np.random.default_rng([seed, 11]).uniform(*arc_range))
     s = generate_scene(seed, views, 1, height, width, "static", arc_degrees=arc)
     order = np.random.default_rng([seed, 12]).permutation(views) if view_order == "shuffled" else np.arange(views)
@@ -130,8 +134,7 @@ class BaseTask:
         lo, hi = data.arc_degrees
         if not 0 < lo <= hi:
             raise ValueError(f"base_data.arc_degrees must be [min, max] with 0 < min <= max, got {list(data.arc_degrees)}")
-        if _shape(data)[-1] not in VIEW_ORDERS:
-            raise ValueError(f"base_data.view_order must be one of {VIEW_ORDERS}, got {data.view_order!r}")
+        _check_view_order(data.view_order)  # before training, not at the first sample
         self.loss_cfg = VGGTLossConfig(**OmegaConf.to_container(cfg.base_loss, resolve=True))
         self.model_config: dict[str, Any] = {}
 

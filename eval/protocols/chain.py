@@ -31,10 +31,16 @@ from eval.protocols.models import Models
 from eval.protocols.recon import render_test_time_cameras
 from eval.protocols.scoring import MetricSpec, Scoreboard
 
-__all__ = ["CHAIN", "RECON_ON_GT", "chain_scene", "chain_table"]
+__all__ = ["CHAIN", "RECON_ON_GT", "chain_views", "chain_scene", "chain_table"]
 
 CHAIN = "chain: monocular video -> generated grid -> Gaussians"
 RECON_ON_GT = "reconstructor on the GT grid (upper bound of the recon part)"
+
+
+def chain_views(views: int) -> tuple[list[int], list[int]]:
+    """The chain's cameras for a ``views``-view grid: ``2 views - 1`` cameras on the arc, the even ones
+    the grid's views (inputs), the odd ones the halfway targets."""
+    return list(range(0, 2 * views - 1, 2)), list(range(1, 2 * views - 1, 2))
 
 
 def chain_scene(seed: int, views: int, frames: int, height: int, width: int, arc_degrees: float = 90.0) -> dict:
@@ -45,7 +51,8 @@ def chain_scene(seed: int, views: int, frames: int, height: int, width: int, arc
     if views < 2:
         raise ValueError(f"chain.views={views}: the chain needs at least 2 grid views to have a target between them")
     s = procedural_scene(seed, 2 * views - 1, frames, height, width, "dynamic", arc_degrees=arc_degrees)
-    return {"grid": s.frames[0::2], "targets": s.frames[1::2], "caption": caption(scene_spec(seed, "dynamic"), views), "name": s.name}
+    inputs, targets = chain_views(views)
+    return {"grid": s.frames[inputs], "targets": s.frames[targets], "caption": caption(scene_spec(seed, "dynamic"), views), "name": s.name}
 
 
 def chain_table(cfg: DictConfig, models: Models, seeds: Iterable[int]) -> Scoreboard:
@@ -57,7 +64,7 @@ def chain_table(cfg: DictConfig, models: Models, seeds: Iterable[int]) -> Scoreb
     board = Scoreboard(MetricSpec(lpips_weights=cfg.metrics.lpips_weights, lpips_net=cfg.metrics.lpips_net))
     size = (models.recon.cfg.img_size,) * 2  # the reconstructor's training resolution (recon_config img_size)
     times = select_times(c.frames, c.frame_stride)
-    inputs, targets = list(range(0, 2 * c.views - 1, 2)), list(range(1, 2 * c.views - 1, 2))
+    inputs, targets = chain_views(c.views)
     negative = models.negative_context if s.guidance_single != 1.0 else None
     bg, backend = list(cfg.render.background), cfg.render.backend
     for i, seed in enumerate(seeds):
