@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from fourd.train.hydra_app import compose_training
@@ -14,7 +15,7 @@ from fourd.train.distributed import DistEnv
 from fourd.train.engine import OptimConfig, build_engine
 from fourd.train.hydra_app import typed
 from fourd.train.loop import LoopConfig, train
-from fourd.weights import read_metadata
+from fourd.weights import StateDictMismatchError, read_metadata
 from video4d import load_vae
 from video4d.vae.train_task import VAETask, evaluate_vae
 
@@ -91,6 +92,18 @@ def test_export_statistics_normalise_latents_and_the_export_loads(tmp_path):
     for name, value in trained.state_dict().items():
         assert torch.equal(warm.state_dict()[name], value), name
     assert not torch.equal(_task("vae.init_seed=5").build_model().conv1.weight, trained.conv1.weight)
+    # another architecture (less temporal compression, more latent channels) needs weights_match=shape
+    another = ("+vae.temporal_downsample=[false,false]", "+vae.z_dim=32", f"+vae.latents_mean={[0.0] * 32}", f"+vae.latents_std={[1.0] * 32}")
+    with pytest.raises(StateDictMismatchError, match="time_conv(.|\n)*conv1.weight"):
+        _task(f"vae.weights={path}", *another).build_model()
+    fresh = _task("vae.init_seed=5", *another).build_model().state_dict()
+    partial = _task(f"vae.weights={path}", "vae.weights_match=shape", "vae.init_seed=5", *another).build_model().state_dict()
+    kept = [k for k, v in fresh.items() if k in trained.state_dict() and trained.state_dict()[k].shape == v.shape]
+    assert len(kept) < len(fresh) and "conv1.weight" not in kept
+    for name in fresh:  # matching tensors come from the export, the others keep this run's init
+        assert torch.equal(partial[name], trained.state_dict()[name] if name in kept else fresh[name]), name
+    with pytest.raises(ValueError, match="weights_match"):
+        _task("vae.weights_match=some")
 
 
 def test_frames_schedule_switches_from_images_to_clips():

@@ -110,6 +110,9 @@ class VAETask:
         self.init_logvar = vae_cfg.pop("init_logvar")
         self.init = vae_cfg.pop("init")
         self.init_weights = vae_cfg.pop("weights", None)
+        self.weights_match = vae_cfg.pop("weights_match", "all")
+        if self.weights_match not in ("all", "shape"):
+            raise ValueError(f"vae.weights_match must be 'all' (same architecture) or 'shape' (warm-start another one), got {self.weights_match!r}")
         if self.init not in ("fan_in", "torch"):
             raise ValueError(f"vae.init must be 'fan_in' or 'torch', got {self.init!r}")
         self.config = resolve_config(vae_cfg)
@@ -143,7 +146,10 @@ class VAETask:
         ``fan_in``) and training stalls at the data set's mean image (~18 dB). The posterior
         log-variance starts at ``vae.init_logvar`` (the bias of its half of ``conv1``), so the
         untrained decoder is not fed noise that swamps the small initial means. ``vae.weights`` (an
-        export of the same architecture) replaces the init: training continues from it."""
+        export of the same architecture) replaces the init: training continues from it. With
+        ``vae.weights_match="shape"`` the export may be of another architecture (more latent
+        channels, less temporal compression): tensors whose name and shape match are loaded, the
+        others keep the init, and both lists are logged by name."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.init_seed)
             self.model = TrainableVAE(self.config).to(self.env.device).train()
@@ -157,7 +163,14 @@ class VAETask:
         if self.init_weights:  # continue training an export (same architecture; its latent statistics are re-measured at export)
             from fourd.weights import load_into, read_state_dict
 
-            load_into(self.model, read_state_dict(self.init_weights, "vae.weights"), strict=True, source=self.init_weights)
+            state = read_state_dict(self.init_weights, "vae.weights")
+            missing, unexpected = load_into(self.model, state, strict=self.weights_match == "all", source=self.init_weights)
+            own = self.model.state_dict()
+            reshaped = sorted(k for k, v in state.items() if k in own and v.shape != own[k].shape)
+            if self.env.is_main and self.weights_match == "shape":
+                log.info("vae.weights %s: %d of %d tensors loaded; kept the init for %s (absent) and %s (other shape); "
+                         "unused: %s", self.init_weights, len(own) - len(missing) - len(reshaped), len(own),
+                         missing or "none", reshaped or "none", unexpected or "none")
         if self.lpips is not None:
             self.lpips = self.lpips.to(self.env.device)
         if self.env.is_main:
