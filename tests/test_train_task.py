@@ -126,6 +126,14 @@ def test_per_scene_context_files(tmp_path):
     assert torch.isfinite(loss) and task.batch_size_and_tokens(batch) == (2, 2 * 2 * 2 * 1 * 1)
 
 
+def test_a_dit_whose_latent_width_does_not_fit_the_vae_fails_before_it_loads(tmp_path, monkeypatch):
+    import video4d
+
+    monkeypatch.setattr(video4d, "load_dit", lambda *a, **k: pytest.fail("the DiT was loaded"))
+    with pytest.raises(ValueError, match=r"in_dim/out_dim \(32/16\) must equal the VAE's z_dim 16.*model.in_dim=16"):
+        _task(tmp_path, "+model.in_dim=32")
+
+
 def task_model(task):
     from video4d import load_dit
 

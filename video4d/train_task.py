@@ -74,20 +74,26 @@ class VideoTask:
         patterns, and the frozen VAE (and text encoder) on this rank's device, never partitioned."""
         from video4d import load_dit, load_vae
         from video4d.model import select_trainable
+        from video4d.model.config import resolve_config
 
         model_cfg = OmegaConf.to_container(self.cfg.model, resolve=True)
         loader = {k: model_cfg.pop(k) for k in LOADER_KEYS}
         self._dit_config = model_cfg
         sp = self.env.sequence_parallel
+        dit_config = resolve_config(model_cfg)
         if sp > 1:  # before loading: a bad size fails in a second
-            from video4d.model.config import resolve_config
             from video4d.model.sequence_parallel import check_sequence_parallel
 
-            check_sequence_parallel(sp, resolve_config(model_cfg).num_heads)
+            check_sequence_parallel(sp, dit_config.num_heads)
+        # the frozen VAE is small next to the DiT: loaded first, so a latent width that does not fit fails before the DiT loads
+        self.vae = load_vae(self.cfg.vae.config, weights=self.cfg.vae.weights, device=self.env.device).eval().requires_grad_(False)
+        z_dim = self.vae.config.z_dim
+        if (dit_config.in_dim, dit_config.out_dim) != (z_dim, z_dim):
+            raise ValueError(f"the DiT's in_dim/out_dim ({dit_config.in_dim}/{dit_config.out_dim}) must equal the VAE's z_dim {z_dim} "
+                             f"(vae.weights={self.cfg.vae.weights}): set model.in_dim={z_dim} and model.out_dim={z_dim} (+model.* to add the keys)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loader["init_seed"])
             model = load_dit(model_cfg, weights=loader["weights"], init=loader["init"], placement=placement)
-            self.vae = load_vae(self.cfg.vae.config, weights=self.cfg.vae.weights, device=self.env.device).eval().requires_grad_(False)
         if sp > 1:
             from fourd.train.distributed import sequence_parallel_groups
 
