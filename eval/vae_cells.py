@@ -37,7 +37,7 @@ def vae_cells(weights: str, seed: int = 100000, num_scenes: int = 8, views: int 
 
     start = time.process_time()
     vae = load_vae(None, weights=weights)
-    mask, latent = scored_cells(views, frames), latent_time_of_frames(frames)
+    mask, latent = scored_cells(views, frames), latent_time_of_frames(frames, vae.config.temporal_factor)
     cells, per_latent = [], []
     for s in held_out_seeds(OmegaConf.create({"num_scenes": num_scenes, "seed": seed}), moving_only=True):
         gt = procedural_scene(s, views, frames, size, size, "dynamic").frames

@@ -39,6 +39,7 @@ def test_nvs_baselines_neighbours_and_means():
 
 def test_scored_cells_skip_every_frame_a_reference_latent_encodes():
     assert latent_time_of_frames(9).tolist() == [0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert latent_time_of_frames(5, factor=2).tolist() == [0, 1, 1, 2, 2]
     mask = scored_cells(3, 9, ref_view=0, ref_time=1)
     assert mask.sum().item() == 2 * 5 and not mask[0].any() and not mask[:, 1:5].any() and mask[1, 0]
     with pytest.raises(ValueError, match="4k \\+ 1"):

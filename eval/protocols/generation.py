@@ -26,12 +26,13 @@ from video4d.sampler import sample
 __all__ = ["latent_time_of_frames", "scored_cells", "generate_grid", "generate_monocular", "vae_round_trip"]
 
 
-def latent_time_of_frames(num_frames: int) -> torch.Tensor:
-    """Latent time index of each pixel frame of a causal-VAE clip of ``F = 4k + 1`` frames: long ``[F]``."""
-    if num_frames < 1 or (num_frames - 1) % 4:
-        raise ValueError(f"clips must have 4k + 1 frames for the causal VAE, got {num_frames}")
+def latent_time_of_frames(num_frames: int, factor: int = 4) -> torch.Tensor:
+    """Latent time index of each pixel frame of a causal-VAE clip of ``F = factor * k + 1`` frames
+    (``factor``: the VAE's temporal compression, 4 for Wan2.1): long ``[F]``."""
+    if num_frames < 1 or (num_frames - 1) % factor:
+        raise ValueError(f"clips must have {factor}k + 1 frames for the causal VAE, got {num_frames}")
     f = torch.arange(num_frames)
-    return (f + 3) // 4
+    return (f + factor - 1) // factor
 
 
 def scored_cells(num_views: int, num_frames: int, ref_view: Optional[int] = 0, ref_time: Optional[int] = 0) -> torch.Tensor:
