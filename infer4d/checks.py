@@ -117,7 +117,10 @@ def check_models(cfg: DictConfig) -> ModelConfigs:
         out.dit = _config(preset, d.weights, "dit_config", "dit.preset", dit_config)
         out.dit_metadata = read_metadata(d.weights, "dit.weights") if d.weights else {}
         out.vae = _config(cfg.vae.config, cfg.vae.weights, "vae_config", "vae.config", vae_config)
-        latent_frames = (cfg.frames - 1) // 4 + 1
+        if (out.dit.in_dim, out.dit.out_dim) != (out.vae.z_dim, out.vae.z_dim):
+            raise InputError(f"dit.weights={d.weights} takes {out.dit.in_dim}-channel latents but the VAE ({cfg.vae.weights}) has "
+                             f"z_dim {out.vae.z_dim}: give the VAE the DiT was trained on")
+        latent_frames = (cfg.frames - 1) // out.vae.temporal_factor + 1
         try:
             collapsed_time_positions(cfg.views, latent_frames, out.dit.rope_t_max, out.dit.rope_position_mode)
         except ValueError as e:

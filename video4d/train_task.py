@@ -2,7 +2,7 @@
 
 Builds the DiT (``video4d.load_dit``, trainable parameters by pattern), the frozen VAE, the text
 contexts and the data (:mod:`video4d.data`); a batch is ``frames [B, V, F, 3, H, W]`` in [0, 1] (F = 4k + 1 frames)
-encoded to latents ``x0 [B, V, T, 16, H/8, W/8]`` (T = (F - 1)/4 + 1; with ``data.encoded`` the batch
+encoded to latents ``x0 [B, V, T, z_dim, H/s, W/s]`` (VAE factors: T = (F - 1)/4 + 1 and s = 8 for Wan2.1's; with ``data.encoded`` the batch
 holds the latents and text contexts pre-encoded by ``launch/precompute.py``); the loss is the rectified-flow MSE of
 :func:`video4d.flow.flow_matching_loss` over the non-reference cells. Per sample (from the loss
 generator, so resume is exact): which references it gets (``reference.probs``: both / row / column
@@ -153,7 +153,7 @@ class VideoTask:
         return self.texts(samples, generator, device)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames ``[B, V, F, 3, H, W]`` -> latents ``[B, V, T, 16, H/8, W/8]`` with the frozen VAE (fp32,
+        """Frames ``[B, V, F, 3, H, W]`` -> latents ``[B, V, T, z_dim, H/s, W/s]`` with the frozen VAE (fp32,
         outside autocast)."""
         with torch.no_grad(), torch.autocast(frames.device.type, enabled=False):
             return self.vae.encode(frames.float(), max_videos=self.cfg.vae.max_videos).to(frames.device)
@@ -169,13 +169,14 @@ class VideoTask:
         return loss, {k: float(v) for k, v in stats.items()}
 
     def batch_size_and_tokens(self, batch: VideoBatch) -> tuple[int, int]:
-        """Samples and DiT tokens (``V * T * (H/8/ph) * (W/8/pw)`` per sample) in ``batch``."""
+        """Samples and DiT tokens (``V * T * (H/s/ph) * (W/s/pw)`` per sample, ``s`` the VAE's spatial factor) in ``batch``."""
         if "latents" in batch:
             B, V, T, _, h, w = batch["latents"].shape
             return B, B * V * T * (h // self.patch[1]) * (w // self.patch[2])
         B, V, F, _, H, W = batch["frames"].shape
-        T = (F - 1) // 4 + 1
-        return B, B * V * T * (H // 8 // self.patch[1]) * (W // 8 // self.patch[2])
+        c = self.vae.config
+        T, s = (F - 1) // c.temporal_factor + 1, c.spatial_factor
+        return B, B * V * T * (H // s // self.patch[1]) * (W // s // self.patch[2])
 
     # -------------------------------------------------------------- preview
     def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:
