@@ -31,6 +31,7 @@ __all__ = [
     "unproject_depth",
     "project_points",
     "camera_to_world_rotation",
+    "cameras_from_points",
 ]
 
 POSE_ENCODING_DIM = 9
@@ -129,3 +130,28 @@ def project_points(points: torch.Tensor, extrinsics: torch.Tensor, intrinsics: t
     cam = points @ extrinsics[..., :3, :3].transpose(-1, -2) + extrinsics[..., None, :3, 3]
     pix = cam @ intrinsics.transpose(-1, -2)
     return pix[..., :2] / pix[..., 2:3], cam[..., 2]
+
+
+def cameras_from_points(world_points: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+    """Camera-from-world extrinsics that best map a point map onto its own depth (least squares,
+    rigid: Kabsch / Procrustes, no scale), one per view: the cameras a point map implies.
+
+    Args:
+        world_points: ``[..., H, W, 3]`` world points of each pixel.
+        depth: ``[..., H, W]`` z-depth of the same pixels (unprojected with ``intrinsics`` and identity
+            extrinsics to camera points).
+        intrinsics: ``[..., 3, 3]`` in pixels.
+    Returns:
+        ``[..., 3, 4]`` ``[R | t]`` minimising ``sum ||R X + t - X_cam||^2`` over the pixels.
+    """
+    identity = torch.eye(3, 4, dtype=depth.dtype, device=depth.device).expand(*depth.shape[:-2], 3, 4)
+    cam = unproject_depth(depth, identity, intrinsics).flatten(-3, -2)  # [..., H*W, 3]
+    world = world_points.flatten(-3, -2).to(depth.dtype)
+    mc, mw = cam.mean(-2, keepdim=True), world.mean(-2, keepdim=True)
+    cov = (cam - mc).transpose(-1, -2) @ (world - mw)  # [..., 3, 3]: sum of X_cam X_world^T (centred)
+    U, _, Vh = torch.linalg.svd(cov)
+    sign = torch.sign(torch.det(U @ Vh))  # a reflection becomes the nearest rotation
+    D = torch.diag_embed(torch.stack([torch.ones_like(sign), torch.ones_like(sign), sign], -1))
+    R = U @ D @ Vh
+    t = mc.squeeze(-2) - (R @ mw.transpose(-1, -2)).squeeze(-1)
+    return torch.cat([R, t[..., None]], -1)

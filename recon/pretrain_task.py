@@ -33,7 +33,7 @@ from torchvision.utils import make_grid
 from fourd.data.loader import SampleKey, TaskData
 from fourd.sharded import Placement
 from fourd.train.distributed import DistEnv
-from recon.geometry import cameras_to_pose_encoding, pose_encoding_to_cameras, unproject_depth
+from recon.geometry import cameras_from_points, cameras_to_pose_encoding, pose_encoding_to_cameras, unproject_depth
 from recon.train_task import LOADER_KEYS, normalize_ground_truth, select_trainable
 from recon.vggt_losses import (
     VGGTLossConfig,
@@ -224,21 +224,27 @@ def evaluate_base(model: nn.Module, data: DictConfig) -> dict[str, float]:
     """Held-out errors of a reconstructor with camera and depth heads on ``data.eval_scene_count``
     sets (seeds ``held_out_seed + j``): mean rotation and translation-direction angle errors
     (degrees, views 1..; view 0 is the reference), the predicted cameras' :func:`view_spread_deg` and
-    depth abs-rel after median scale alignment."""
+    depth abs-rel after median scale alignment. With a point head also ``points_*``: the same camera
+    errors and spread of the cameras its point map implies (:func:`recon.geometry.cameras_from_points`
+    with its own depth and intrinsics): whether the backbone, not only the camera head, tells the views apart."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    rot, trans, rel, spread = [], [], [], []
+    m: dict[str, list[torch.Tensor]] = {}
     for j in range(data.eval_scene_count):
         batch = _collate([base_scene(data.held_out_seed + j, *_shape(data))], device)
         gt = _targets(batch)
         out = model(batch["inputs"])
-        r, t = _camera_errors(out.extrinsics, gt["in_ext"])
-        rot.append(r.flatten()), trans.append(t.flatten()), rel.append(abs_rel_median_aligned(out.depth, gt["depth"]))
-        spread.append(view_spread_deg(out.extrinsics))
+        cameras = {"": out.extrinsics}
+        if out.world_points is not None:
+            cameras["points_"] = cameras_from_points(out.world_points, out.depth, out.intrinsics)
+        for prefix, ext in cameras.items():
+            r, t = _camera_errors(ext, gt["in_ext"])
+            for key, value in (("rot_err_deg", r), ("trans_err_deg", t), ("view_spread_deg", view_spread_deg(ext))):
+                m.setdefault(prefix + key, []).append(value.flatten())
+        m.setdefault("abs_rel", []).append(abs_rel_median_aligned(out.depth, gt["depth"]))
     model.train(was_training)
-    return {"rot_err_deg": float(torch.cat(rot).mean()), "trans_err_deg": float(torch.cat(trans).mean()), "abs_rel": float(torch.cat(rel).mean()),
-            "view_spread_deg": float(torch.cat(spread).mean())}
+    return {k: float(torch.cat(v).mean()) for k, v in m.items()}
 
 
 @torch.no_grad()
@@ -339,7 +345,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         untrained = load_reconstructor(config)
-    rows = {"trained": evaluate_base(trained, data), "untrained (init)": evaluate_base(untrained, data)}
+    rows = {"trained": evaluate_base(trained, data)}
+    if "points_rot_err_deg" in rows["trained"]:
+        rows["trained, cameras from its point map"] = {k[len("points_"):]: v for k, v in rows["trained"].items() if k.startswith("points_")}
+    rows["untrained (init)"] = evaluate_base(untrained, data)
     base = baseline_metrics(data)
     print(f"held-out sets: {data.eval_scene_count} (seeds >= {data.held_out_seed}), {data.views} views, {data.height}x{data.width}")
     print("| model | rotation error (deg) | translation angle (deg) | depth abs-rel | spread of views 1.. (deg) |\n|---|---|---|---|---|")

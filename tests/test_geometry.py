@@ -4,7 +4,7 @@ import math
 import torch
 
 from fourd.rotations import matrix_to_quat_wxyz, matrix_to_quat_xyzw, quat_multiply_wxyz, quat_wxyz_to_matrix, quat_xyzw_to_matrix
-from recon.geometry import cameras_to_pose_encoding, pose_encoding_to_cameras, project_points, unproject_depth
+from recon.geometry import cameras_from_points, cameras_to_pose_encoding, pose_encoding_to_cameras, project_points, unproject_depth
 
 S = math.sqrt(0.5)
 RZ90 = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # x -> y
@@ -85,3 +85,17 @@ def test_unprojection_batched_round_trip():
     v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5, indexing="ij")
     torch.testing.assert_close(pix, torch.stack([u, v], -1).reshape(1, H * W, 2).expand(B, -1, -1))
     torch.testing.assert_close(z, depth.reshape(B, -1))
+
+
+def test_cameras_from_points_recover_the_cameras_of_an_exact_point_map():
+    g = torch.Generator().manual_seed(7)
+    B, V, H, W = 2, 3, 5, 7
+    depth = 1 + torch.rand(B, V, H, W, generator=g, dtype=torch.float64)
+    enc = torch.cat([torch.randn(B * V, 3, generator=g, dtype=torch.float64), _random_quats(B * V, 8).roll(-1, -1),
+                     torch.full((B * V, 2), 1.0, dtype=torch.float64)], -1)
+    extrinsics, intrinsics = (x.reshape(B, V, 3, -1) for x in pose_encoding_to_cameras(enc, (H, W)))
+    points = unproject_depth(depth, extrinsics, intrinsics)  # the exact world point map of each view
+    torch.testing.assert_close(cameras_from_points(points, depth, intrinsics), extrinsics)
+    # a point map whose views all sit at one pose gives that pose for every view (what a collapsed model implies)
+    same = unproject_depth(depth, extrinsics[:, :1].expand(-1, V, -1, -1), intrinsics)
+    torch.testing.assert_close(cameras_from_points(same, depth, intrinsics), extrinsics[:, :1].expand(-1, V, -1, -1))

@@ -133,3 +133,28 @@ def test_view_spread_is_the_mean_pairwise_angle_of_the_non_reference_views():
     assert float(view_spread_deg(arc)[0]) == pytest.approx((10 + 30 + 20) / 3, abs=1e-3)
     collapsed = torch.stack([rz(a) for a in (0.0, 41.0, 41.0, 41.0)])[None, :, None]
     assert float(view_spread_deg(collapsed)[0]) == pytest.approx(0.0, abs=1e-2)
+
+
+def test_cameras_from_an_exact_point_map_have_no_error_whatever_the_camera_head_says():
+    """evaluate_base's points_* columns: an oracle whose point map and depth are the truth but whose
+    camera head says identity scores the identity baseline on its cameras and ~0 on its point map's."""
+    from recon.model.reconstructor import ReconstructionOutput
+    from recon.pretrain_task import _collate, _shape, _targets, base_scene, baseline_metrics, evaluate_base
+
+    data = _compose("base_data.eval_scene_count=3").base_data
+
+    class Oracle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused, self.calls = torch.nn.Parameter(torch.zeros(1)), 0
+
+        def forward(self, images):
+            batch = _collate([base_scene(data.held_out_seed + self.calls, *_shape(data))], images.device)
+            self.calls += 1
+            gt = _targets(batch)
+            identity = torch.eye(3, 4).expand_as(gt["in_ext"])
+            return ReconstructionOutput(extrinsics=identity, intrinsics=batch["in_K"], depth=gt["depth"], world_points=gt["points"])
+
+    m = evaluate_base(Oracle(), data)
+    assert m["points_rot_err_deg"] < 0.05 and m["points_trans_err_deg"] < 0.05
+    assert m["rot_err_deg"] == pytest.approx(baseline_metrics(data)["identity"]["rot_err_deg"], abs=1e-3)
