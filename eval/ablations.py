@@ -23,13 +23,12 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from eval.protocols import datasets
-from fourd.train.hydra_app import compose_training
 from eval.protocols.models import model_config
 from eval.protocols.scoring import Scoreboard
 from eval.protocols.suites import Models, generation_table, held_out_seeds, nvs_tables
+from fourd.train.hydra_app import compose_training
 
 __all__ = ["ABLATIONS", "VARIANT_KEYS", "variant_plan", "train_variant", "attention_ablation", "recon_ablation"]
-
 
 
 def train_variant(train_cfg: DictConfig, make_task: Callable[[Any], Any], run_dir: str) -> tuple[str, Any]:

@@ -31,9 +31,8 @@ def perf_section(quick: bool, device: str, work: str) -> tuple[str, list[dict]]:
     (:func:`fourd.train.hydra_app.run_task` into ``work``), summarised by :func:`summarise`."""
     import os
 
-    from fourd.train.hydra_app import compose_training
     from eval.perf.cli import Progress
-    from fourd.train.hydra_app import run_task
+    from fourd.train.hydra_app import compose_training, run_task
     from recon.train_task import ReconTask
     from video4d.train_task import VideoTask
 

@@ -160,14 +160,14 @@ class VAETask:
                         nn.init.zeros_(module.bias)
         with torch.no_grad():
             self.model.conv1.bias[self.config.z_dim :] = self.init_logvar
-        if self.init_weights:  # continue training an export (same architecture; its latent statistics are re-measured at export)
+        if self.init_weights:  # continue training an export (its latent statistics are re-measured at export)
             from fourd.weights import load_into, read_state_dict
 
             state = read_state_dict(self.init_weights, "vae.weights")
             missing, unexpected = load_into(self.model, state, strict=self.weights_match == "all", source=self.init_weights)
-            own = self.model.state_dict()
-            reshaped = sorted(k for k, v in state.items() if k in own and v.shape != own[k].shape)
             if self.env.is_main and self.weights_match == "shape":
+                own = self.model.state_dict()
+                reshaped = sorted(k for k, v in state.items() if k in own and v.shape != own[k].shape)
                 log.info("vae.weights %s: %d of %d tensors loaded; kept the init for %s (absent) and %s (other shape); "
                          "unused: %s", self.init_weights, len(own) - len(missing) - len(reshaped), len(own),
                          missing or "none", reshaped or "none", unexpected or "none")
