@@ -118,7 +118,9 @@ def check_models(cfg: DictConfig) -> ModelConfigs:
         out.dit_metadata = read_metadata(d.weights, "dit.weights") if d.weights else {}
         out.vae = _config(cfg.vae.config, cfg.vae.weights, "vae_config", "vae.config", vae_config)
         if (out.dit.in_dim, out.dit.out_dim) != (out.vae.z_dim, out.vae.z_dim):
-            raise InputError(f"dit.weights={d.weights} takes {out.dit.in_dim}-channel latents but the VAE ({cfg.vae.weights}) has "
+            dit = f"dit.weights={d.weights}" if d.weights else f"dit.preset={d.preset}"
+            vae = f"vae.weights={cfg.vae.weights}" if cfg.vae.weights else "vae.config"
+            raise InputError(f"{dit} takes {out.dit.in_dim}-channel latents but the VAE ({vae}) has "
                              f"z_dim {out.vae.z_dim}: give the VAE the DiT was trained on")
         latent_frames = (cfg.frames - 1) // out.vae.temporal_factor + 1
         try:

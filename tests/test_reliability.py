@@ -158,7 +158,7 @@ INFER_CASES = [  # (overrides, the one line must contain)
     (["text_encoder.tokenizer=/no/tokenizer"], r"text_encoder.tokenizer=/no/tokenizer is not a folder"),
     (["views=40", "frames=33"], r"views=40 x frames=33 \(9 latent frames\) do not fit the DiT: T=9 frames exceed t_max=8"),
     ([f"vae.config={{{{preset:tiny,z_dim:32,latents_mean:{[0] * 32},latents_std:{[1] * 32}}}}}".replace(" ", "")],  # braces doubled for .format
-     r"dit.weights=None takes 16-channel latents but the VAE \(None\) has z_dim 32: give the VAE the DiT was trained on"),
+     r"dit.preset=tiny takes 16-channel latents but the VAE \(vae.config\) has z_dim 32: give the VAE the DiT was trained on"),
 ]
 
 
