@@ -65,6 +65,7 @@ def test_motion_benchmark_tables_on_tiny_random_models(tmp_path, monkeypatch):
     assert cells["cells_psnr"] == pytest.approx(gen["VAE round trip (upper bound)"]["psnr"], abs=1e-3) and len(cells["per_latent_frame_psnr"]) == 3
     mono = gen["ours (4D DiT) monocular"]
     assert mono["margin_same_time_db"] == pytest.approx(mono["psnr"] - gen["copy same time (fixed-view ref.)"]["psnr"])
+    assert boards["generation (held-out cells)"].notes["monocular margin"].startswith(f"{mono['margin_same_time_db']:+.2f} dB over copy same time")
     per_frame = boards[MOTION_TABLE].rows()
     assert [r["method"] for r in per_frame] == [f"frame {t} (latent {(t + 3) // 4})" for t in range(1, 9)]
     # the per-frame freeze-time copy PSNR is that copy's per-cell PSNR map of the generation table
