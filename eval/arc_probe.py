@@ -22,8 +22,6 @@ from torch import nn
 
 __all__ = ["view_pairs", "arc_probe", "main"]
 
-HELD_OUT_SEED = 1_000_000
-
 
 def view_pairs(seeds: Sequence[int], size: int = 56, view: int = 3, views: int = 4,
                arc_range: tuple[float, float] = (20.0, 120.0)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,9 +90,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--view", type=int, default=3, help="the view paired with view 0 (3 = the far end of a 4-view arc)")
     ap.add_argument("--size", type=int, default=56, help="pixels (square), as base_data.height / width")
     args = ap.parse_args(argv)
+    from fourd.data.procedural import HELD_OUT_SEED_START
+
     start = time.process_time()
     train = view_pairs(range(args.sets), args.size, args.view)
-    held_out = view_pairs(range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out), args.size, args.view)
+    held_out = view_pairs(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + args.held_out), args.size, args.view)
     out = arc_probe(train, held_out, args.steps, log=print)
     print(json.dumps({**vars(args), **out, "cpu_s": round(time.process_time() - start, 1)}))
 
