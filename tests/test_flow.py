@@ -195,6 +195,27 @@ def test_build_reference_static_drop_and_masks():
         build_reference(x0, cells, static=static, static_drop="both")
 
 
+def test_build_reference_always_leaves_a_target_cell():
+    """Freeze-time grids (T = 1) and single videos (V = 1): a reference covering the whole grid is
+    reduced, so every drawn case trains (the first 300 steps of the tiny 4D recipe had 15 % steps
+    with loss exactly 0 before)."""
+    freeze_time = _grid(B=4, V=3, T=1)
+    cases = [ReferenceCells(0, 0), ReferenceCells(0, None), ReferenceCells(None, 0), ReferenceCells(None, None)]
+    reference = build_reference(freeze_time, cases)
+    mask = reference.cell_mask()
+    assert torch.equal(mask[0], ReferenceCells(0, None).mask(3, 1)) and torch.equal(mask[1], mask[0])
+    assert int(mask[2:].sum()) == 0
+    assert bool((~mask).flatten(1).any(1).all())
+    model = lambda x, t, c, r: torch.zeros_like(x)  # noqa: E731
+    loss, stats = flow_matching_loss(model, freeze_time, None, build_reference(freeze_time, [ReferenceCells(0, 0)] * 4), torch.Generator().manual_seed(1))
+    assert float(loss) > 0 and float(stats["target_fraction"]) == pytest.approx(2 / 3)
+    assert build_reference(_grid(B=2, V=1, T=4), ReferenceCells(0, None)) is None
+    single = build_reference(_grid(B=1, V=1, T=4), ReferenceCells(0, 2)).cell_mask()
+    assert torch.equal(single[0], ReferenceCells(None, 2).mask(1, 4))
+    untouched = build_reference(_grid(B=1), ReferenceCells(0, 0)).cell_mask()
+    assert torch.equal(untouched[0], ReferenceCells(0, 0).mask(3, 4))
+
+
 def test_apply_reference_rejects_mismatched_grid():
     x = _grid()
     reference = ReferenceLatents(latents=_grid(V=2), cells=ReferenceCells(0, 0).mask(2, 4))

@@ -180,6 +180,10 @@ def build_reference(
     paper (App. B) removes frame conditioning on such samples so that the model cannot learn to
     copy frames instead of inferring viewpoints; ``static_drop`` says what is removed there:
     ``"all"`` (no reference), ``"view"`` (the fixed-view row) or ``"time"`` (the freeze-time column).
+    A sample's reference that would cover the whole grid, and so leave no cell to learn from (a
+    freeze-time column when ``T = 1``, a fixed-view row when ``V = 1``), loses that part
+    (:func:`_leave_a_target`): in the freeze-time stage of the progressive schedule (``V x 1`` grids)
+    "both" trains as "row" and "column" as "none".
     Returns a :class:`ReferenceLatents` with per-sample cells ``[B, V, T]``, or None when no sample
     has a reference cell.
     """
@@ -197,12 +201,23 @@ def build_reference(
             raise ValueError(f"got {len(cells)} ReferenceCells for a batch of {B}")
         if static is not None:
             cells = [_drop_for_static(c, bool(s), static_drop) for c, s in zip(cells, static.tolist())]
-        mask = torch.stack([c.mask(V, T, device=x0.device) for c in cells])
+        mask = torch.stack([_leave_a_target(c, V, T).mask(V, T, device=x0.device) for c in cells])
     if static is not None and static_drop == "all":
         mask[static.to(device=x0.device, dtype=torch.bool)] = False
     if not bool(mask.any()):
         return None
     return ReferenceLatents(latents=x0, cells=mask)
+
+
+def _leave_a_target(cells: ReferenceCells, V: int, T: int) -> ReferenceCells:
+    """``cells`` without the part that covers every cell of a ``V x T`` grid: the freeze-time column
+    when ``T = 1``, the fixed-view row when ``V = 1`` (a sample with no target cell adds nothing to
+    the loss; a batch of them is a step with zero gradient that AdamW still moves)."""
+    if T == 1 and cells.time is not None:
+        cells = ReferenceCells(view=cells.view, time=None)
+    if V == 1 and cells.view is not None:
+        cells = ReferenceCells(view=None, time=cells.time)
+    return cells
 
 
 def _drop_for_static(cells: ReferenceCells, is_static: bool, static_drop: str) -> ReferenceCells:
