@@ -180,10 +180,10 @@ def build_reference(
     paper (App. B) removes frame conditioning on such samples so that the model cannot learn to
     copy frames instead of inferring viewpoints; ``static_drop`` says what is removed there:
     ``"all"`` (no reference), ``"view"`` (the fixed-view row) or ``"time"`` (the freeze-time column).
-    A sample's reference that would cover the whole grid, and so leave no cell to learn from (a
-    freeze-time column when ``T = 1``, a fixed-view row when ``V = 1``), loses that part
-    (:func:`_leave_a_target`): in the freeze-time stage of the progressive schedule (``V x 1`` grids)
-    "both" trains as "row" and "column" as "none".
+    A sample's :class:`ReferenceCells` (an explicit mask is kept as given) that would cover the whole
+    grid, and so leave no cell to learn from (a freeze-time column when ``T = 1``, a fixed-view row
+    when ``V = 1``), loses that part (:func:`_leave_a_target`): in the freeze-time stage of the
+    progressive schedule (``V x 1`` grids) "both" trains as "row" and "column" as "none".
     Returns a :class:`ReferenceLatents` with per-sample cells ``[B, V, T]``, or None when no sample
     has a reference cell.
     """
