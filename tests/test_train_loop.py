@@ -191,3 +191,30 @@ def test_progressive_schedule_hook_and_previews(tmp_path):
     trainable = load_file(result.exports[1])
     assert set(full) == {"0.weight", "0.bias", "2.weight", "2.bias"} == set(trainable)
     assert os.listdir(tmp_path / "tb")
+
+
+def test_plot_metrics_overlays_runs_and_names_what_is_missing(tmp_path):
+    """Several runs' metrics.jsonl in one PNG (CLI: run dirs, then the output); a missing key or a
+    wrong number of labels raises naming the problem."""
+    import imageio.v3 as iio
+
+    from fourd.train.observe import main as observe_main, plot_metrics
+
+    runs = []
+    for name, scale in (("narrow", 1.0), ("wide", 0.5)):
+        run = tmp_path / name
+        run.mkdir()
+        with open(run / "metrics.jsonl", "w") as f:
+            for step in range(1, 41):
+                f.write(json.dumps({"step": step, "loss": scale / step}) + "\n")
+        runs.append(str(run))
+    out = tmp_path / "curves.png"
+    observe_main([*runs, str(out), "--smooth", "5", "--log-y", "--labels", "narrow DiT", "wide DiT"])
+    image = iio.imread(out)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
+    with pytest.raises(ValueError, match="2 runs"):
+        plot_metrics(runs, str(tmp_path / "x.png"), labels=["only one"])
+    with pytest.raises(ValueError, match=r"narrow/metrics.jsonl has no \['psnr'\]"):
+        plot_metrics(runs, str(tmp_path / "x.png"), keys=("loss", "psnr"))
+    with pytest.raises(SystemExit):
+        observe_main([str(out)])

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import os
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 from torchvision.utils import save_image
@@ -97,27 +97,38 @@ def losses_by_step(run_dir: str) -> dict[int, float]:
 
 
 
-def plot_metrics(run_dir: str, out: str, keys: tuple[str, ...] = ("loss",), smooth: int = 1, log_y: bool = False, title: Optional[str] = None) -> str:
+def plot_metrics(run_dir: Union[str, Sequence[str]], out: str, keys: tuple[str, ...] = ("loss",), smooth: int = 1, log_y: bool = False,
+                 title: Optional[str] = None, labels: Optional[Sequence[str]] = None) -> str:
     """Plot ``keys`` of ``run_dir/metrics.jsonl`` against the step into the PNG ``out`` (one panel per
-    key; ``smooth`` > 1 adds a centred moving average over that many steps). Returns ``out``."""
+    key; ``smooth`` > 1 adds a centred moving average over that many steps). ``run_dir`` may be a list
+    of runs, overlaid in each panel and named by ``labels`` (default: the folders' names). Returns ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = {row["step"]: row for row in read_metrics(run_dir)}  # the last record of each step wins
-    steps = sorted(rows)
-    missing = [k for k in keys if not any(k in rows[s] for s in steps)]
-    if missing:
-        raise ValueError(f"{run_dir}/metrics.jsonl has no {missing}; recorded keys: {sorted(rows[steps[0]]) if steps else []}")
+    runs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
+    labels = [os.path.basename(os.path.normpath(r)) for r in runs] if labels is None else list(labels)
+    if len(labels) != len(runs):
+        raise ValueError(f"{len(labels)} labels for {len(runs)} runs: give one label per run directory")
+    records = []
+    for run in runs:
+        rows = {row["step"]: row for row in read_metrics(run)}  # the last record of each step wins
+        missing = [k for k in keys if not any(k in row for row in rows.values())]
+        if missing:
+            recorded = sorted({k for row in rows.values() for k in row})
+            raise ValueError(f"{run}/metrics.jsonl has no {missing}; recorded keys: {recorded}")
+        records.append(rows)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        xs = [s for s in steps if key in rows[s]]
-        ys = torch.tensor([float(rows[s][key]) for s in xs])
-        ax.plot(xs, ys, lw=0.6, alpha=0.5 if smooth > 1 else 1.0, label=key)
-        if smooth > 1 and len(ys) >= smooth:
-            avg = torch.nn.functional.avg_pool1d(ys[None, None], smooth, 1, smooth // 2, count_include_pad=False)[0, 0][: len(xs)]
-            ax.plot(xs, avg, lw=1.5, label=f"{key} ({smooth}-step mean)")
+        for rows, label in zip(records, labels):
+            xs = [s for s in sorted(rows) if key in rows[s]]
+            ys = torch.tensor([float(rows[s][key]) for s in xs])
+            name = key if len(runs) == 1 else label
+            line, = ax.plot(xs, ys, lw=0.6, alpha=0.4 if smooth > 1 else 1.0, label=name if smooth <= 1 or len(runs) == 1 else None)
+            if smooth > 1 and len(ys) >= smooth:
+                avg = torch.nn.functional.avg_pool1d(ys[None, None], smooth, 1, smooth // 2, count_include_pad=False)[0, 0][: len(xs)]
+                ax.plot(xs, avg, lw=1.5, color=line.get_color(), label=f"{name} ({smooth}-step mean)")
         ax.set_xlabel("step")
         ax.set_title(key)
         if log_y:
@@ -134,19 +145,21 @@ def plot_metrics(run_dir: str, out: str, keys: tuple[str, ...] = ("loss",), smoo
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m fourd.train.observe RUN_DIR OUT.png [--keys loss psnr] [--smooth 50] [--log-y]``:
-    the training curve of a run as a PNG (:func:`plot_metrics`)."""
+    """``python -m fourd.train.observe RUN_DIR [RUN_DIR ...] OUT.png [--keys loss psnr] [--smooth 50] [--log-y]
+    [--labels A B ...]``: the training curves of one run, or of several overlaid, as a PNG (:func:`plot_metrics`)."""
     import argparse
 
-    p = argparse.ArgumentParser(description="Plot a training run's metrics.jsonl into a PNG.")
-    p.add_argument("run_dir")
-    p.add_argument("out")
+    p = argparse.ArgumentParser(description="Plot training runs' metrics.jsonl into a PNG (several runs: overlaid).")
+    p.add_argument("paths", nargs="+", metavar="RUN_DIR ... OUT.png", help="run directories, then the output PNG")
     p.add_argument("--keys", nargs="+", default=["loss"])
     p.add_argument("--smooth", type=int, default=1)
     p.add_argument("--log-y", action="store_true")
     p.add_argument("--title", default=None)
+    p.add_argument("--labels", nargs="+", default=None, help="one legend name per run (default: the folders' names)")
     a = p.parse_args(argv)
-    print(plot_metrics(a.run_dir, a.out, tuple(a.keys), a.smooth, a.log_y, a.title))
+    if len(a.paths) < 2:
+        p.error("give at least one run directory and the output PNG")
+    print(plot_metrics(a.paths[:-1], a.paths[-1], tuple(a.keys), a.smooth, a.log_y, a.title, a.labels))
 
 
 if __name__ == "__main__":
