@@ -160,7 +160,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--count", type=int, default=64, help="held-out scenes for the flow loss")
-    p.add_argument("--psnr-count", type=int, default=16, help="held-out grids sampled for PSNR (grid)")
+    p.add_argument("--psnr-count", type=int, default=16, help="held-out grids sampled for PSNR (grid; 0: none)")
+    p.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), help="noise levels sigma of the flow loss (1.0: pure noise)")
     p.add_argument("--stats-count", type=int, default=64, help="training clips for the Gaussian baseline's statistics")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--shift", type=float, default=5.0)
@@ -182,8 +183,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         x0 = torch.cat([vae.encode(frames[i:i + 8]) for i in range(0, len(frames), 8)])
     cells = None if a.views == 1 else ReferenceCells(0, 0).mask(a.views, x0.shape[2]).expand(x0.shape[0], -1, -1)
     result = {"dit": a.dit, "held_out_scenes": a.count, "grid": list(x0.shape[1:]),
-              "flow_loss": flow_loss_by_level(model, x0, contexts, stats, cells, model.config.reference_mode)}
-    if a.what == "grid":
+              "flow_loss": flow_loss_by_level(model, x0, contexts, stats, cells, model.config.reference_mode, a.levels)}
+    if a.what == "grid" and a.psnr_count > 0:
         n = a.psnr_count
         result["psnr"] = grid_psnr(model, vae, frames[:n], contexts[:n], a.steps, a.shift)
     if a.samples_png:
