@@ -3,7 +3,10 @@
 Issue "Tiny base models trained from scratch here", item 4. The tiny reconstructor (``recon_model``,
 default ``preset: tiny`` without the track head) is trained with **all** parameters on static
 multi-view sets with VGGT's own supervision (:mod:`recon.vggt_losses`: camera loss on the pose
-encoding, depth and point losses with confidence). Its export loads with
+encoding, depth and point losses with confidence). A head whose loss weight is 0 may be disabled
+(``recon_model.enable_depth`` / ``enable_point: false``): camera-only pretraining, several times
+cheaper per set, which a run with every loss can continue (``recon_model.weights``: the new heads
+start at their init). Its export loads with
 ``load_reconstructor(json.loads(metadata["recon_config"]), weights=...)`` and as the backbone of
 the 4D preset (``recon_model=tiny recon_model.weights=<it>``: the point head's keys are dropped, the
 temporal blocks and the Gaussian head start at their init).
@@ -147,14 +150,20 @@ class BaseTask:
 
         node = OmegaConf.to_container(self.cfg.recon_model, resolve=True)
         loader = {k: node.pop(k) for k in LOADER_KEYS}
+        init_heads = node.pop("init_heads", [])
         self.model_config = node
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loader["init_seed"])
-            model = load_reconstructor(node, weights=loader["weights"], placement=placement)
-        missing = [h for h in ("camera_head", "depth_head", "point_head") if getattr(model, h) is None]
+            model = load_reconstructor(node, weights=loader["weights"], placement=placement, init_heads=init_heads)
+        c = self.loss_cfg
+        needed = {"camera_head": "camera_weight", "depth_head": "depth_weight", "point_head": "point_weight"}
+        missing = [h for h, w in needed.items() if getattr(model, h) is None and (h == "camera_head" or getattr(c, w) > 0)]
         if missing:
-            raise ValueError(f"base pretraining supervises the camera, depth and point heads; recon_model disables {missing} "
-                             "(use preset: tiny with enable_point: true)")
+            raise ValueError(f"recon_model disables {missing}, which base_loss supervises: enable them (recon_model.enable_depth / "
+                             "enable_point: true) or set base_loss.depth_weight / point_weight to 0 (the camera head is always needed)")
+        extra = [h for h, w in needed.items() if getattr(model, h) is not None and getattr(c, w) == 0]
+        if extra:
+            log.warning("base_loss gives %s no weight: they train on nothing (disable them to save their compute)", extra)
         trainable, frozen = select_trainable(model, "static", loader["trainable"])
         if self.env.is_main:
             log.info("tiny VGGT base: %s trainable / %s frozen parameters", f"{trainable:,}", f"{frozen:,}")
@@ -174,19 +183,23 @@ class BaseTask:
         gt = _targets(batch)
         c = self.loss_cfg
         cam = camera_loss(out.pose_enc_list, gt["pose_enc"], c)
+        total = c.camera_weight * cam["camera"]
+        terms: dict[str, torch.Tensor] = dict(cam)
         valid = gt["valid"]
-        depth_conf, depth_l1 = confidence_regression((out.depth - gt["depth"]).abs(), out.depth_conf, valid, c.alpha)
-        depth_grad = gradient_loss(out.depth.flatten(0, 2), gt["depth"].flatten(0, 2), out.depth_conf.flatten(0, 2), valid.flatten(0, 2))
-        point_conf, point_l1 = confidence_regression((out.world_points - gt["points"]).norm(dim=-1), out.world_points_conf, valid, c.alpha)
-        total = (c.camera_weight * cam["camera"] + c.depth_weight * (depth_conf + depth_l1 + c.gradient_weight * depth_grad)
-                 + c.point_weight * (point_conf + point_l1))
+        if out.depth is not None:  # absent only in camera-only pretraining (build_model checked the weights)
+            depth_conf, depth_l1 = confidence_regression((out.depth - gt["depth"]).abs(), out.depth_conf, valid, c.alpha)
+            depth_grad = gradient_loss(out.depth.flatten(0, 2), gt["depth"].flatten(0, 2), out.depth_conf.flatten(0, 2), valid.flatten(0, 2))
+            total = total + c.depth_weight * (depth_conf + depth_l1 + c.gradient_weight * depth_grad)
+            terms |= {"depth_conf": depth_conf, "depth_l1": depth_l1, "depth_grad": depth_grad}
+            terms["abs_rel"] = abs_rel_median_aligned(out.depth.detach(), gt["depth"]).mean()
+        if out.world_points is not None:
+            point_conf, point_l1 = confidence_regression((out.world_points - gt["points"]).norm(dim=-1), out.world_points_conf, valid, c.alpha)
+            total = total + c.point_weight * (point_conf + point_l1)
+            terms |= {"point_conf": point_conf, "point_l1": point_l1}
         with torch.no_grad():
             rot, trans = _camera_errors(out.extrinsics, gt["in_ext"])
-            abs_rel = abs_rel_median_aligned(out.depth, gt["depth"])
-        stats = {k: float(v.detach()) for k, v in cam.items()}
-        stats |= {"depth_conf": float(depth_conf.detach()), "depth_l1": float(depth_l1.detach()), "depth_grad": float(depth_grad.detach()),
-                  "point_conf": float(point_conf.detach()), "point_l1": float(point_l1.detach()),
-                  "rot_err_deg": float(rot.mean()), "trans_err_deg": float(trans.mean()), "abs_rel": float(abs_rel.mean())}
+        stats = {k: float(v.detach()) for k, v in terms.items()}
+        stats |= {"rot_err_deg": float(rot.mean()), "trans_err_deg": float(trans.mean())}
         return total, stats
 
     def batch_size_and_tokens(self, batch: Mapping[str, torch.Tensor]) -> tuple[int, int]:
@@ -202,9 +215,11 @@ class BaseTask:
         """Log the held-out errors; grid of the first held-out set: input row, GT depth row, predicted
         depth row (depths scaled to [0, 1] by the GT's maximum, the prediction median-aligned)."""
         metrics = evaluate_base(model, self.cfg.base_data)
-        log.info("step %d: held-out rotation error %.2f deg, translation angle %.2f deg, depth abs-rel %.3f",
-                 step, metrics["rot_err_deg"], metrics["trans_err_deg"], metrics["abs_rel"])
+        log.info("step %d: held-out rotation error %.2f deg, translation angle %.2f deg, spread of views 1.. %.2f deg, depth abs-rel %.3f",
+                 step, metrics["rot_err_deg"], metrics["trans_err_deg"], metrics["view_spread_deg"], metrics.get("abs_rel", float("nan")))
         batch = _collate([base_scene(self.cfg.base_data.held_out_seed, *_shape(self.cfg.base_data))], next(model.parameters()).device)
+        if model.depth_head is None:  # camera-only pretraining: the input row alone
+            return make_grid(batch["inputs"][0, :, 0].float().cpu(), nrow=batch["inputs"].shape[1], padding=1)
         gt = _targets(batch)
         pred = model(batch["inputs"]).depth
         pred = pred * (gt["depth"] / pred).flatten(1).median(1).values[:, None, None, None, None]
@@ -236,13 +251,14 @@ def evaluate_base(model: nn.Module, data: DictConfig) -> dict[str, float]:
         gt = _targets(batch)
         out = model(batch["inputs"])
         cameras = {"": out.extrinsics}
-        if out.world_points is not None:
+        if out.world_points is not None and out.depth is not None:
             cameras["points_"] = cameras_from_points(out.world_points, out.depth, out.intrinsics)
         for prefix, ext in cameras.items():
             r, t = _camera_errors(ext, gt["in_ext"])
             for key, value in (("rot_err_deg", r), ("trans_err_deg", t), ("view_spread_deg", view_spread_deg(ext))):
                 m.setdefault(prefix + key, []).append(value.flatten())
-        m.setdefault("abs_rel", []).append(abs_rel_median_aligned(out.depth, gt["depth"]))
+        if out.depth is not None:
+            m.setdefault("abs_rel", []).append(abs_rel_median_aligned(out.depth, gt["depth"]))
     model.train(was_training)
     return {k: float(torch.cat(v).mean()) for k, v in m.items()}
 
@@ -296,13 +312,14 @@ def plot_curve(run_dir: str, out_png: str, baselines: Mapping[str, Mapping[str, 
 
     from fourd.train.observe import read_metrics
 
-    rows = [r for r in read_metrics(run_dir) if "abs_rel" in r]
+    rows = [r for r in read_metrics(run_dir) if "rot_err_deg" in r]
     steps = [r["step"] for r in rows]
-    panels = [("loss", "training loss (camera + depth + point)", {}),
+    panels = [("loss", "training loss", {}),
               ("rot_err_deg", "rotation error (deg)", {"identity": baselines["identity"]["rot_err_deg"],
-                                                       "mean pose": baselines["mean_pose"]["rot_err_deg"]}),
-              ("abs_rel", "depth abs-rel (median-aligned)", {"mean depth": baselines["mean_depth"]["abs_rel"]})]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+                                                       "mean pose": baselines["mean_pose"]["rot_err_deg"]})]
+    if rows and "abs_rel" in rows[0]:  # not in camera-only pretraining
+        panels.append(("abs_rel", "depth abs-rel (median-aligned)", {"mean depth": baselines["mean_depth"]["abs_rel"]}))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6))
     for ax, (key, title, lines) in zip(axes, panels):
         ax.plot(steps, [r[key] for r in rows], lw=0.8, label="training batch")
         for i, (name, value) in enumerate(lines.items()):

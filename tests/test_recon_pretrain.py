@@ -13,7 +13,7 @@ import torch
 from fourd.train.hydra_app import compose_training
 from fourd.data.loader import SampleKey
 from fourd.train.distributed import DistEnv
-from fourd.weights import read_metadata, write_safetensors
+from fourd.weights import StateDictMismatchError, read_metadata, write_safetensors
 from recon.model import load_reconstructor
 from recon.pretrain_task import BaseTask
 from recon.vggt_losses import (
@@ -92,6 +92,34 @@ def test_base_task_batches_loss_and_export_start_the_4d_reconstructor(tmp_path):
     four_d = load_reconstructor({"preset": "tiny-4d"}, weights=path)
     assert four_d.load_report.dropped and all(k.startswith("point_head.") for k in four_d.load_report.dropped)
     torch.testing.assert_close(four_d.depth_head.state_dict(), model.depth_head.state_dict())
+
+
+def test_camera_only_pretraining_trains_without_depth_and_point_heads(tmp_path):
+    """Heads whose loss weight is 0 may be disabled: the loss is the camera term alone, gradients reach
+    the camera head and the backbone, and a later run with every loss starts from that export (the
+    depth and point heads reported missing). A disabled head that base_loss still weighs is refused."""
+    off = ("recon_model.enable_depth=false", "recon_model.enable_point=false")
+    cfg = _compose("base_data.views=3", *off, "base_loss.depth_weight=0", "base_loss.point_weight=0")
+    task = BaseTask(cfg, DistEnv())
+    model = task.build_model()
+    assert model.depth_head is None and model.point_head is None
+    data = task.data(2)
+    batch = data.collate([data.dataset[SampleKey(i, 0)] for i in range(2)])
+    loss, stats = task.loss(model, batch, torch.Generator())
+    loss.backward()
+    torch.testing.assert_close(loss, cfg.base_loss.camera_weight * torch.tensor(stats["camera"]))
+    assert "abs_rel" not in stats and "depth_l1" not in stats
+    for head in ("camera_head", "aggregator"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, head).parameters()), head
+    path = str(tmp_path / "camera_only.safetensors")
+    write_safetensors(path, model.state_dict(), metadata=task.export_metadata())
+    with pytest.raises(StateDictMismatchError, match="depth_head"):
+        BaseTask(_compose(f"recon_model.weights={path}"), DistEnv()).build_model()
+    full = BaseTask(_compose(f"recon_model.weights={path}", "recon_model.init_heads=[depth_head,point_head]"), DistEnv()).build_model()
+    assert full.load_report.missing and {k.split(".")[0] for k in full.load_report.missing} == {"depth_head", "point_head"}
+    torch.testing.assert_close(full.camera_head.state_dict(), model.camera_head.state_dict())
+    with pytest.raises(ValueError, match="depth_weight"):
+        BaseTask(_compose(*off), DistEnv()).build_model()
 
 
 def test_committed_base_checkpoint_loads_as_the_start_of_stage_1():

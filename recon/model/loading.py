@@ -4,6 +4,8 @@ Loading is strict except for two documented relaxations:
 
 - keys of **new layers** (temporal blocks, Gaussian head) may be missing from the file: they keep
   their (zero-)initialisation, e.g. when a 4D model starts from the official VGGT-1B checkpoint;
+  so may the keys of the heads named in ``init_heads`` (e.g. the depth and point heads when a base
+  pretrained on cameras alone continues with every loss);
 - keys of **heads the config disables** (e.g. ``track_head.*`` and ``point_head.*`` for the 4D
   presets), and of the temporal blocks when the config has ``temporal=False`` (the paper's ablation
   started from a 4D export), are dropped and reported by name.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -60,9 +62,12 @@ def build_reconstructor(config: Union[str, ReconstructorConfig, Mapping[str, Any
     return Reconstructor(resolve_config(config))
 
 
-def _plan(model: Reconstructor, source: WeightsFile, described: str) -> tuple[list[str], list[str], list[str]]:
+def _plan(model: Reconstructor, source: WeightsFile, described: str, init_heads: Sequence[str] = ()) -> tuple[list[str], list[str], list[str]]:
     """``(kept, dropped, missing)`` keys of ``source`` for ``model`` after the strict key / shape check
     (see the module docstring)."""
+    unknown = sorted(set(init_heads) - set(HEADS))
+    if unknown:
+        raise ValueError(f"init_heads names {unknown}, which are not heads; use some of {', '.join(HEADS)}")
     disabled = {h for h in HEADS if getattr(model, h) is None}
     temporal = () if model.cfg.temporal else TEMPORAL_PREFIXES  # a model without temporal attention drops those keys
 
@@ -71,26 +76,29 @@ def _plan(model: Reconstructor, source: WeightsFile, described: str) -> tuple[li
 
     meta = source.meta()
     kept = [k for k in meta if not unused(k)]
-    missing, _ = check_state_dict(model, {k: meta[k] for k in kept}, allow_missing=is_new_layer_key, source=described)
+    missing, _ = check_state_dict(model, {k: meta[k] for k in kept}, source=described,
+                                  allow_missing=lambda k: is_new_layer_key(k) or k.split(".", 1)[0] in init_heads)
     return kept, [k for k in meta if unused(k)], missing
 
 
-def load_weights(model: Reconstructor, weights: Union[str, Mapping[str, torch.Tensor], WeightsFile], source: Optional[str] = None) -> LoadReport:
+def load_weights(model: Reconstructor, weights: Union[str, Mapping[str, torch.Tensor], WeightsFile], source: Optional[str] = None,
+                 init_heads: Sequence[str] = ()) -> LoadReport:
     """Load weights (an fsspec URL of safetensors/.pt/.pth, a mapping, or an opened
     :class:`WeightsFile`) into ``model``, one tensor at a time; ZeRO-3 partitioned parameters get
-    this rank's slices only (:func:`fourd.sharded.fill`).
+    this rank's slices only (:func:`fourd.sharded.fill`). ``init_heads``: heads (:data:`HEADS`) whose
+    keys may be missing from the file (they keep their init).
 
     Returns a :class:`LoadReport`; raises ``WeightsNotFoundError`` naming a missing file and
     ``StateDictMismatchError`` naming mismatched keys (see module docstring).
     """
     source = source or (weights if isinstance(weights, str) else "state dict")
     file = WeightsFile.of(weights, "reconstructor weights")
-    kept, dropped, missing = _plan(model, file, source)
+    kept, dropped, missing = _plan(model, file, source, init_heads)
     fill(model, file, {k: k for k in kept})
     if dropped:
         logger.info("%s: dropped %d keys of disabled heads / absent temporal blocks: %s", source, len(dropped), _names(dropped))
     if missing:
-        logger.info("%s: %d new-layer keys not in the file, kept at init: %s", source, len(missing), _names(missing))
+        logger.info("%s: %d keys of new layers / init_heads not in the file, kept at init: %s", source, len(missing), _names(missing))
     return LoadReport(missing=missing, dropped=dropped)
 
 
@@ -101,6 +109,7 @@ def load_reconstructor(
     device: Union[str, torch.device] = "cpu",
     dtype: Union[None, str, torch.dtype] = None,
     placement: Optional[Placement] = None,
+    init_heads: Sequence[str] = (),
 ) -> Reconstructor:
     """Build a reconstructor and optionally load weights.
 
@@ -118,6 +127,8 @@ def load_reconstructor(
         placement: (training engines) overrides ``device`` and ``dtype``; a ZeRO-3 placement builds
             the model partitioned over the ranks under ``deepspeed.zero.Init`` (keys checked on a
             meta model first) and each rank reads only its slices of the weights.
+        init_heads: heads whose keys may be missing from ``weights`` (kept at their init), e.g.
+            ``("depth_head", "point_head")`` after camera-only pretraining.
     Returns:
         the model in eval mode (training code calls ``.train()``); the load report is logged and
         kept as ``model.load_report`` (None without weights or on meta).
@@ -134,7 +145,7 @@ def load_reconstructor(
         with torch.device("meta"):
             model = build_reconstructor(config).to(dtype)
         if file is not None:
-            _plan(model, file, described)
+            _plan(model, file, described, init_heads)
         if not sharded:
             model.load_report = None
             return model.eval()
@@ -143,7 +154,7 @@ def load_reconstructor(
             model = build_reconstructor(config)
     else:
         model = build_reconstructor(config)  # on the CPU: the seeded init does not depend on the device
-    model.load_report = load_weights(model, file, described) if file is not None else None
+    model.load_report = load_weights(model, file, described, init_heads) if file is not None else None
     return (model if sharded else model.to(device=device, dtype=dtype)).eval()
 
 
