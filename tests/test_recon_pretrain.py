@@ -133,6 +133,23 @@ def test_committed_base_checkpoint_loads_as_the_start_of_stage_1():
                                               for k in stage1.load_report.missing)
 
 
+def test_committed_camera_only_base_reads_the_cameras_and_continues_with_every_loss():
+    """checkpoints/base/vggt56_camera.safetensors (docs/base_models.md, "Fourth session"): a 56 x 56
+    camera-only base whose cameras beat the mean training pose on held-out sets (not the shared pose of
+    a collapsed base), and the start of a run with every loss (depth and point heads at their init)."""
+    from recon.pretrain_task import baseline_metrics, evaluate_base
+
+    path = os.path.join(ROOT, "checkpoints", "base", "vggt56_camera.safetensors")
+    cfg = _compose("base_data.height=56", "base_data.width=56", "base_data.eval_scene_count=8", "+recon_model.img_size=56",
+                   f"recon_model.weights={path}", "recon_model.init_heads=[depth_head,point_head]")
+    model = BaseTask(cfg, DistEnv()).build_model()
+    assert {k.split(".")[0] for k in model.load_report.missing} == {"depth_head", "point_head"}
+    camera_only = load_reconstructor(weights=path)
+    assert camera_only.depth_head is None and camera_only.cfg.img_size == 56
+    ours, mean_pose = evaluate_base(model, cfg.base_data), baseline_metrics(cfg.base_data)["mean_pose"]
+    assert ours["rot_err_deg"] < 0.75 * mean_pose["rot_err_deg"] and ours["view_spread_deg"] > 15, (ours, mean_pose)
+
+
 def test_shuffled_view_order_permutes_the_arc_set():
     """base_data.view_order=shuffled: the same scene's views in a seeded permutation (the reference
     view 0 not always at the arc's end); an unknown order is refused by the task."""
