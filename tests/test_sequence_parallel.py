@@ -21,7 +21,11 @@ from eval.perf.measure import spawn_within
 from video4d.model.sequence_parallel import allowed_sizes, check_sequence_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
-TOL = 1e-5
+TOL = 1e-5  # outputs and losses
+# Gradients sum the ranks' shares in another order; a small gradient made of cancelling terms (the key
+# bias under Wan's RMSNorm of k) then differs by a few 1e-5 of its own maximum on some CPUs (2.3e-5
+# seen on one machine, under 1e-5 on another). A sharding bug moves gradients by 1e-2 or more.
+GRAD_TOL = 1e-4
 TINY_PARAMETERS = 69  # parameter tensors of the tiny DiT
 
 # name: (DiT overrides, grid (B, V, T, latent h, latent w), reference mode or None, backward?)
@@ -157,8 +161,8 @@ def test_sp2_forward_backward_equal_sp1_for_backends_reference_modes_variants_an
             backward = CASES[name][3]
             assert values.pop("gradients_compared", 1.0 if backward else 0.0) == float(backward), name
             assert (len(values) > 2) == backward, name
-        bad = {k: v for k, v in values.items() if not v <= TOL}
-        assert not bad, f"{name}: SP=2 differs from SP=1 by more than {TOL} (relative): {bad}"
+        bad = {k: v for k, v in values.items() if not v <= (GRAD_TOL if k.startswith("grad") else TOL)}
+        assert not bad, f"{name}: SP=2 differs from SP=1 by more than {TOL} (outputs) / {GRAD_TOL} (gradients), relative: {bad}"
 
 
 def test_head_count_check_names_the_allowed_sizes():
