@@ -145,7 +145,8 @@ class BaseTask:
     def build_model(self, placement: Optional[Placement] = None) -> nn.Module:
         """The reconstructor of ``recon_model`` (seeded init, identical on all ranks; built as the
         engine's ``placement`` says), all trainable unless ``recon_model.trainable`` says otherwise.
-        Needs the camera, depth and point heads."""
+        Needs the camera head, and the depth / point heads unless their ``base_loss`` weight is 0;
+        ``recon_model.init_heads`` lets heads absent from ``recon_model.weights`` start at their init."""
         from recon.model import load_reconstructor
 
         node = OmegaConf.to_container(self.cfg.recon_model, resolve=True)
@@ -213,7 +214,8 @@ class BaseTask:
 
     def preview(self, model: nn.Module, step: int) -> Optional[torch.Tensor]:
         """Log the held-out errors; grid of the first held-out set: input row, GT depth row, predicted
-        depth row (depths scaled to [0, 1] by the GT's maximum, the prediction median-aligned)."""
+        depth row (depths scaled to [0, 1] by the GT's maximum, the prediction median-aligned); the
+        input row alone without a depth head (camera-only pretraining)."""
         metrics = evaluate_base(model, self.cfg.base_data)
         log.info("step %d: held-out rotation error %.2f deg, translation angle %.2f deg, spread of views 1.. %.2f deg, depth abs-rel %.3f",
                  step, metrics["rot_err_deg"], metrics["trans_err_deg"], metrics["view_spread_deg"], metrics.get("abs_rel", float("nan")))
