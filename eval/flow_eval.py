@@ -145,6 +145,18 @@ def _data(views: int, frames: int, size: int, count: int, split: str, encoder, t
     return torch.stack([it["frames"] for it in items]), contexts
 
 
+def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Refuse impossible numbers before any model loads (``p.error`` names the value and the range)."""
+    bad = [lv for lv in a.levels if not 0.0 < lv <= 1.0]
+    if bad:
+        p.error(f"--levels {bad}: a noise level sigma lies in (0, 1] (1.0 is pure noise, 0 would be the clean latent)")
+    for name in ("views", "frames", "size", "count", "stats_count", "steps"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: must be at least 1")
+    if a.psnr_count < 0:
+        p.error(f"--psnr-count {a.psnr_count}: must be 0 (no PSNR) or a positive number of held-out grids")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """CLI: ``base`` (V = 1: flow loss by level, sample sheet, curve) or ``grid`` (4D: flow loss by level
     with both references, PSNR vs copy baselines); numbers to ``--json``."""
@@ -169,6 +181,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--run-dir", default=None, help="base: training run whose metrics.jsonl becomes --curve-png")
     p.add_argument("--curve-png", default=None)
     a = p.parse_args(argv)
+    _check_args(p, a)
     torch.manual_seed(0)
     model, vae = load_dit(weights=a.dit).eval(), load_vae(weights=a.vae).eval()
     encoder = load_text_encoder("tiny")

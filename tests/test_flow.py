@@ -305,3 +305,15 @@ def test_gaussian_baseline_velocity_is_the_least_squares_predictor_for_gaussian_
         grid[:, 0, 0, c, 0, 0] = probe
         got = gaussian_velocity(grid, torch.full((3,), sigma), mean, var)[:, 0, 0, c, 0, 0]
         torch.testing.assert_close(got, coef[0] * probe + coef[1], rtol=0, atol=0.02)
+
+
+@pytest.mark.parametrize("extra, named", [(["--levels", "0.5", "1.5"], "--levels [1.5]"), (["--levels", "0"], "--levels [0.0]"),
+                                          (["--psnr-count", "-1"], "--psnr-count -1"), (["--count", "0"], "--count 0")])
+def test_flow_eval_refuses_impossible_numbers_before_loading_a_model(tmp_path, capsys, extra, named):
+    from eval.flow_eval import main
+
+    missing = str(tmp_path / "absent.safetensors")  # never opened: the check comes first
+    with pytest.raises(SystemExit):
+        main(["grid", "--dit", missing, "--vae", missing, "--json", str(tmp_path / "out.json"), *extra])
+    err = capsys.readouterr().err
+    assert named in err and "absent" not in err
