@@ -67,16 +67,18 @@ def render_views(g: Gaussians, ext: torch.Tensor, K: torch.Tensor, height: int, 
     """Render the Gaussians of each timestep ``[B, T, N]`` into cameras ``ext [B, V, T, 3, 4]``
     (camera-from-world) with intrinsics ``K [B, V, T, 3, 3]`` (pixel centres at +0.5).
 
-    Returns RGB ``[B, V, T, 3, H, W]`` (float32, not clamped); ``background``: RGB or None (black).
+    Returns the composited colours ``[B, V, T, D, H, W]`` (float32, not clamped; ``D`` = the channels of
+    ``g.colors``, 3 for RGB); ``background``: ``D`` values or None (black).
     """
     B, V, T = ext.shape[:3]
+    D = g.colors.shape[-1]
     viewmats = torch.eye(4, device=ext.device).repeat(B, T, V, 1, 1)
     viewmats[..., :3, :] = ext.transpose(1, 2).float()
-    bg = None if background is None else torch.tensor(list(background), device=ext.device).expand(B * T, V, 3)
+    bg = None if background is None else torch.tensor(list(background), device=ext.device).expand(B * T, V, D)
     flat = [x.flatten(0, 1).float() for x in (g.means, g.quats, g.scales, g.opacities, g.colors)]
     rgb, _, _ = render_gaussians(*flat, viewmats.flatten(0, 1), K.transpose(1, 2).flatten(0, 1).float(), width, height,
                                  backgrounds=bg, backend=backend)
-    return rgb.reshape(B, T, V, height, width, 3).permute(0, 2, 1, 5, 3, 4)
+    return rgb.reshape(B, T, V, height, width, D).permute(0, 2, 1, 5, 3, 4)
 
 
 def _orthonormalize(m: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,13 @@ use the renderer's pixel-centre convention already, :func:`recon.geometry.pose_e
 scale-normalised) and the prediction scaled to the ground truth by the median depth ratio of the
 input views. Needs ground-truth cameras and depth; it measures the Gaussians alone, not the
 camera prediction.
+
+**Ground-truth geometry (an oracle ceiling, no model).** One Gaussian per input pixel at its
+ground-truth depth, seen through the ground-truth cameras, coloured by the pixel, isotropic with a
+``footprint`` of the pixel (``depth / focal`` world units; 0.5 is the Gaussian head's
+``init_scale_px``), opacity 0.99, rendered as the model's Gaussians are (gsplat's ``eps2d = 0.3``).
+It is what a pixel-aligned reconstructor would render with perfect depth and cameras and no learned
+refinement: the ceiling of that family on a benchmark, not of every method.
 """
 from __future__ import annotations
 
@@ -23,10 +30,12 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
+from recon.geometry import unproject_depth
 from recon.inference import gaussians_in_reference_frame, relative_extrinsics, render_views
+from recon.model import Gaussians
 from recon.train_task import normalize_ground_truth, scale_alignment
 
-__all__ = ["render_test_time_cameras", "render_oracle_cameras", "pass_scale"]
+__all__ = ["render_test_time_cameras", "render_oracle_cameras", "render_ground_truth_geometry", "pass_scale"]
 
 
 def pass_scale(depth_1: torch.Tensor, depth_2: torch.Tensor) -> torch.Tensor:
@@ -74,3 +83,35 @@ def render_oracle_cameras(model: torch.nn.Module, batch: Mapping[str, Any],
     g = gaussians_in_reference_frame(out.gaussians, out.extrinsics[:, 0], align)
     H, W = batch["targets"].shape[-2:]
     return render_views(g, gt["tgt_ext"], batch["tgt_K"], H, W, background, backend)
+
+
+@torch.no_grad()
+def render_ground_truth_geometry(batch: Mapping[str, Any], footprint: float = 0.5, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Render the targets from the inputs' pixels placed at their ground-truth depth (the oracle
+    ceiling of the module docstring).
+
+    ``batch``: as :func:`render_oracle_cameras` (``inputs``, ``in_depth`` with 0 or non-finite =
+    invalid, ``in_ext``, ``in_K``, ``tgt_ext``, ``tgt_K``; ``targets`` only for the size). Returns
+    ``renders [B, V_tgt, T, 3, H, W]`` on black and their coverage ``alphas [B, V_tgt, T, 1, H, W]``
+    (1 - transmittance), so a caller can fill what no input pixel reaches.
+    """
+    depth = batch["in_depth"].float()  # [B, V, T, H, W]
+    valid = torch.isfinite(depth) & (depth > 0)
+    depth = torch.where(valid, depth, torch.ones_like(depth))
+    ext, K = batch["in_ext"].float(), batch["in_K"].float()  # [B, V, T, 3, 4], [B, V, T, 3, 3]
+    means = unproject_depth(depth, ext, K)  # [B, V, T, H, W, 3]
+    focal = (K[..., 0, 0] * K[..., 1, 1]).sqrt()[..., None, None]  # [B, V, T, 1, 1]
+    size = (footprint * depth / focal)[..., None].expand(*depth.shape, 3)
+    rgb = batch["inputs"].float().permute(0, 1, 2, 4, 5, 3)  # [B, V, T, H, W, 3]
+    colors = torch.cat([rgb, torch.ones_like(rgb[..., :1])], dim=-1)  # a 4th channel of ones composites to the coverage
+
+    def per_time(x: torch.Tensor) -> torch.Tensor:  # [B, V, T, H, W, ...] -> [B, T, V*H*W, ...]
+        return x.transpose(1, 2).flatten(2, 4)
+
+    quats = torch.zeros(*means.shape[:-1], 4, device=means.device)
+    quats[..., 0] = 1.0
+    g = Gaussians(means=per_time(means), quats=per_time(quats), scales=per_time(size),
+                  opacities=per_time(valid.float() * 0.99), colors=per_time(colors))
+    H, W = batch["targets"].shape[-2:]
+    out = render_views(g, batch["tgt_ext"].float(), batch["tgt_K"].float(), H, W, None, backend)  # [B, V_tgt, T, 4, H, W]
+    return out[:, :, :, :3], out[:, :, :, 3:]

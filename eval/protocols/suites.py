@@ -26,7 +26,7 @@ from eval.protocols.baselines import GENERATION_BASELINES, NVS_BASELINES, genera
 from eval.protocols.generation import generate_grid, generate_monocular, scored_cells, vae_round_trip
 from eval.protocols.models import Models
 from eval.protocols.motion import MOTION_TABLE, ORACLE, best_of_copies, motion_table, moving_masks
-from eval.protocols.recon import render_oracle_cameras, render_test_time_cameras
+from eval.protocols.recon import render_ground_truth_geometry, render_oracle_cameras, render_test_time_cameras
 from eval.protocols.scoring import MetricSpec, Scoreboard
 
 __all__ = ["Models", "BENCHMARKS", "generation_table", "nvs_tables", "select_views", "held_out_seeds"]
@@ -34,6 +34,8 @@ __all__ = ["Models", "BENCHMARKS", "generation_table", "nvs_tables", "select_vie
 OURS_GEN = "ours (4D DiT)"
 OURS_NVS = "ours (test-time cameras)"
 OURS_ORACLE = "ours (oracle GT cameras + GT depth scale)"
+GT_GEOMETRY = "GT depth + GT cameras, a Gaussian per input pixel (oracle ceiling)"
+GT_GEOMETRY_FILLED = "the same, uncovered pixels from the mean of the 2 neighbours (oracle ceiling)"
 
 
 def _spec(cfg: DictConfig) -> MetricSpec:
@@ -136,7 +138,9 @@ def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.C
                baselines: bool = True) -> dict[str, Scoreboard]:
     """Novel-view synthesis on ``(clip, input views, target views, depth [V, T, H, W] or None)``: the
     test-time table (the model's row named ``method``, plus the baselines when ``baselines``), and an
-    oracle-cameras table (same baselines) when depth is given."""
+    oracle-cameras table (same baselines, and with them the ground-truth-geometry ceilings of
+    :func:`eval.protocols.recon.render_ground_truth_geometry`) when depth is given. ``models.recon =
+    None`` leaves the model's rows out (baselines and ceilings only)."""
     boards = boards if boards is not None else {}
     main = boards.setdefault(f"nvs{suffix}", Scoreboard(_spec(cfg)))
     bg, backend = list(cfg.render.background), cfg.render.backend
@@ -144,19 +148,26 @@ def nvs_tables(cfg: DictConfig, models: Models, clips: Iterable[tuple[datasets.C
         x_in = clip.frames[inputs][None].to(models.device)
         x_tgt = clip.frames[targets][None].to(models.device)
         gt = clip.frames[targets]
-        main.add_grid(method, render_test_time_cameras(models.recon, x_in, x_tgt, bg, backend)["renders"][0].cpu(), gt)
+        if models.recon is not None:
+            main.add_grid(method, render_test_time_cameras(models.recon, x_in, x_tgt, bg, backend)["renders"][0].cpu(), gt)
         copies = nvs_baselines(clip.frames[inputs], inputs, targets) if baselines else {}
         for name, pred in copies.items():
             main.add_grid(name, pred, gt)
-        if depth is not None:
-            batch = {"inputs": x_in, "targets": x_tgt, "in_depth": depth[inputs][None].to(models.device), "scenes": [clip.name]}
-            for key, views in (("in", inputs), ("tgt", targets)):
-                batch[f"{key}_ext"] = clip.extrinsics[views][None].to(models.device)
-                batch[f"{key}_K"] = clip.intrinsics[views][None].to(models.device)
-            oracle = boards.setdefault(f"nvs{suffix} (oracle cameras)", Scoreboard(_spec(cfg)))
+        if depth is None:
+            continue
+        batch = {"inputs": x_in, "targets": x_tgt, "in_depth": depth[inputs][None].to(models.device), "scenes": [clip.name]}
+        for key, views in (("in", inputs), ("tgt", targets)):
+            batch[f"{key}_ext"] = clip.extrinsics[views][None].to(models.device)
+            batch[f"{key}_K"] = clip.intrinsics[views][None].to(models.device)
+        oracle = boards.setdefault(f"nvs{suffix} (oracle cameras)", Scoreboard(_spec(cfg)))
+        if models.recon is not None:
             oracle.add_grid(method.replace(OURS_NVS, OURS_ORACLE), render_oracle_cameras(models.recon, batch, bg, backend)[0].cpu(), gt)
-            for name, pred in copies.items():
-                oracle.add_grid(name, pred, gt)
+        for name, pred in copies.items():
+            oracle.add_grid(name, pred, gt)
+        if baselines:
+            renders, alphas = (x[0].cpu() for x in render_ground_truth_geometry(batch, backend=backend))
+            oracle.add_grid(GT_GEOMETRY, renders, gt)
+            oracle.add_grid(GT_GEOMETRY_FILLED, renders + (1 - alphas) * copies[NVS_BASELINES[2]], gt)
     for board in boards.values():
         board.add_margins(NVS_BASELINES, "best trivial baseline over the benchmark")
     return boards
