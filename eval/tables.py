@@ -17,6 +17,7 @@ COLUMNS = {
     "flicker": ("flickering ↑", 4), "reproj_l1": ("reproj. L1 ↓", 4),
     "margin_db": ("margin over best baseline (dB) ↑", 2), "margin_ssim": ("SSIM margin ↑", 4),
     "margin_same_time_db": ("margin over copy same time (dB) ↑", 2),
+    "margin_input_video_db": ("margin over copying the input video (dB) ↑", 2),
     "motion_l1_8bit": ("mean abs. change in moving masks (8-bit)", 2), "moving_share": ("moving share of image", 4),
     "FVD-F": ("FVD-F ↓", 2), "FVD-V": ("FVD-V ↓", 2), "FVD-Diag": ("FVD-Diag ↓", 2), "FV4D": ("FV4D ↓", 2),
 }

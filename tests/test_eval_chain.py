@@ -55,3 +55,9 @@ def test_chain_table_generates_from_view_0_and_scores_the_halfway_views(tmp_path
     assert rows["copy left input view (generated grid)"]["psnr"] != rows["copy left input view (GT grid)"]["psnr"]
     best = max(rows[f"{n} (GT grid)"]["psnr"] for n in chain.NVS_BASELINES)
     assert rows[chain.CHAIN]["margin_db"] == pytest.approx(rows[chain.CHAIN]["psnr"] - best)
+    # the monocular-only baseline: the input video (GT grid view 0) at the same time, for every target
+    copy = grid[:1].expand(2, -1, -1, -1, -1)
+    expected_copy = psnr(copy.flatten(0, 1), targets.flatten(0, 1)).double().mean()
+    assert rows[chain.COPY_INPUT_VIDEO]["psnr"] == pytest.approx(float(expected_copy), abs=1e-4)
+    for method in (chain.CHAIN, chain.RECON_ON_GT):
+        assert rows[method]["margin_input_video_db"] == pytest.approx(rows[method]["psnr"] - rows[chain.COPY_INPUT_VIDEO]["psnr"])
