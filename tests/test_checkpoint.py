@@ -81,3 +81,51 @@ def test_broken_pointer_falls_back_and_pruning(tmp_path):
     assert mgr.latest() is None and mgr.resolve("auto") is None and mgr.resolve("none") is None
     with pytest.raises(FileNotFoundError, match="incomplete"):
         mgr.resolve(str(tmp_path / "step_00000003"))
+
+
+class _CountingTask(ToyTask):
+    built = 0
+
+    def build_model(self, placement=None):
+        _CountingTask.built += 1
+        return super().build_model(placement)
+
+
+def test_resume_refuses_a_folder_of_a_run_with_other_settings(tmp_path, caplog):
+    run = str(tmp_path / "run")
+    cfg = LoopConfig(steps=2, micro_batch=2, checkpoint_every=1, keep_last=0, progress=False, export="none")
+    settings = {"train.steps": 2, "optim.lr": 0.1, "model.width": 8}
+    train(ToyTask(), _engine_factory(), cfg, run, DistEnv(), settings=settings)
+    longer = LoopConfig(**{**cfg.__dict__, "steps": 4})
+    # another lr in the same folder: refused before any model is built, naming the key, both values and the fixes;
+    # train.steps may change by default (training longer)
+    _CountingTask.built = 0
+    with pytest.raises(ValueError, match=r"optim\.lr: 0\.1 -> 0\.5\).*train\.resume=none.*resume_allow_changes") as err:
+        train(_CountingTask(), _engine_factory(), longer, run, DistEnv(), settings={**settings, "train.steps": 4, "optim.lr": 0.5})
+    assert "train.steps" not in str(err.value).split("resuming")[0] and _CountingTask.built == 0
+    # a key added to the configuration counts as a change too
+    with pytest.raises(ValueError, match=r"model\.depth: '<unset>' -> 2"):
+        train(ToyTask(), _engine_factory(), cfg, run, DistEnv(), settings={**settings, "model.depth": 2})
+    # the change allowed by name: resumes at step 3
+    allowed = LoopConfig(**{**longer.__dict__, "resume_allow_changes": ["train.steps", "optim"]})
+    resumed = train(ToyTask(), _engine_factory(), allowed, run, DistEnv(), settings={**settings, "train.steps": 4, "optim.lr": 0.5})
+    assert sorted(resumed.losses) == [3, 4]
+    # its checkpoints record the new settings: the same settings resume silently
+    again = LoopConfig(**{**longer.__dict__, "steps": 5})
+    assert train(ToyTask(), _engine_factory(), again, run, DistEnv(), settings={**settings, "train.steps": 4, "optim.lr": 0.5}).step == 5
+    # a checkpoint named explicitly resumes, with a warning listing the change
+    named = LoopConfig(**{**cfg.__dict__, "steps": 3, "resume": os.path.join(run, "checkpoints", "step_00000002")})
+    with caplog.at_level("WARNING"):
+        train(ToyTask(), _engine_factory(), named, str(tmp_path / "other"), DistEnv(), settings={**settings, "optim.lr": 0.7})
+    assert "optim.lr: 0.1 -> 0.7" in caplog.text
+
+
+def test_run_settings_leave_bookkeeping_out():
+    from omegaconf import OmegaConf
+
+    from fourd.train.hydra_app import run_settings
+
+    cfg = OmegaConf.create({"train": {"steps": 3, "resume": "auto", "log_every": 5, "loader": {"workers": 2}},
+                            "optim": {"lr": 0.1, "betas": [0.9, 0.95]}, "width": "${optim.lr}", "publish_to": None,
+                            "debug": {"stop_after_step": 2}})
+    assert run_settings(cfg) == {"train.steps": 3, "optim.lr": 0.1, "optim.betas": [0.9, 0.95], "width": 0.1}

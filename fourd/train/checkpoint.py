@@ -25,6 +25,10 @@ verifies every listed file's size and checksum; a damaged checkpoint is set asid
 ``damaged-step_N`` with one warning line naming the file and the steps lost, and the next older
 complete one is used. An explicitly named checkpoint that is damaged raises
 :class:`CheckpointError` naming the file.
+
+``trainer.json`` also records the run's settings (``settings``: dotted config key -> value, as the
+caller gives them); :func:`settings_changes` lists what a resuming run changed, so the loop can
+refuse to mix two runs in one folder.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ import logging
 import os
 import re
 import shutil
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -42,7 +46,7 @@ import torch.distributed as dist
 from fourd.train.distributed import DistEnv, barrier, broadcast_object
 from fourd.train.engine import Engine
 
-__all__ = ["CheckpointManager", "LoadedCheckpoint", "CheckpointError"]
+__all__ = ["CheckpointManager", "LoadedCheckpoint", "CheckpointError", "SETTINGS_KEY", "key_under", "recorded_settings", "settings_changes"]
 
 log = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -51,7 +55,29 @@ LATEST_FILE = "latest"
 
 
 FILES_KEY = "files"
+SETTINGS_KEY = "settings"
 DAMAGED_PREFIX = "damaged-"
+
+
+def recorded_settings(path: str) -> Optional[dict[str, Any]]:
+    """The settings checkpoint ``path`` recorded in its ``trainer.json`` (None when it recorded none)."""
+    with open(os.path.join(path, TRAINER_FILE)) as f:
+        return json.load(f).get(SETTINGS_KEY)
+
+
+def key_under(key: str, prefixes: Sequence[str]) -> bool:
+    """Whether dotted ``key`` equals an entry of ``prefixes`` or lies under one (``"a.b"`` is under ``"a"``)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def settings_changes(saved: Mapping[str, Any], current: Mapping[str, Any], allowed: Sequence[str] = ()) -> list[str]:
+    """``"key: old -> new"`` for every dotted key whose value differs between ``saved`` and ``current``
+    (a key only one side has counts, shown as ``<unset>``), except keys equal to or under an entry of
+    ``allowed``. Sorted by key."""
+    unset = "<unset>"
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k, unset)!r} -> {current.get(k, unset)!r}" for k in keys
+            if not key_under(k, allowed) and saved.get(k, unset) != current.get(k, unset)]
 
 
 class CheckpointError(ValueError):

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fourd.preflight import argv_problem
+from fourd.train.checkpoint import key_under
 from fourd.train.distributed import DistEnv, dist_env, init_distributed, shared_run_stamp, strip_local_rank_args
 from fourd.train.engine import EngineFactory, OptimConfig, resolve_precision
 from fourd.train.loop import DebugConfig, LoopConfig, Task, TrainResult, train
@@ -69,6 +70,28 @@ def typed(cls: Type[T], node: DictConfig, **extra) -> T:
     return OmegaConf.to_object(merged)
 
 
+BOOKKEEPING = ("train.resume", "train.resume_allow_changes", "train.log_every", "train.checkpoint_every", "train.keep_last",
+               "train.preview_every", "train.progress", "train.export", "train.loader", "publish_to", "publish_overwrite", "debug", "hydra")
+"""Config keys (and parents) that do not change what a run computes: left out of the settings a
+checkpoint records, so a resumed run may change them freely."""
+
+
+def run_settings(cfg: DictConfig) -> dict:
+    """The run's settings as ``{dotted key: value}`` (interpolations resolved, :data:`BOOKKEEPING`
+    left out): what checkpoints record and a resumed run is compared with (:func:`fourd.train.loop.train`)."""
+    flat: dict = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        elif not key_under(prefix, BOOKKEEPING):
+            flat[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
 def run_task(cfg: DictConfig, make_task: Callable[[DistEnv], Task], run_dir: str) -> TrainResult:
     """Train ``make_task(env)`` as configured; rank 0 writes ``<run_dir>/result.json`` at the end and,
     with ``publish_to`` set, copies the full export there (:mod:`fourd.train.publish`)."""
@@ -84,7 +107,7 @@ def run_task(cfg: DictConfig, make_task: Callable[[DistEnv], Task], run_dir: str
     task = make_task(env)
     if env.sequence_parallel > 1 and not getattr(task, "supports_sequence_parallel", False):
         raise ValueError(f"train.sequence_parallel={env.sequence_parallel}: {type(task).__name__} does not split its tokens over ranks; use 1")
-    result = train(task, factory, loop_cfg, run_dir, env, debug, placement=factory.placement)
+    result = train(task, factory, loop_cfg, run_dir, env, debug, placement=factory.placement, settings=run_settings(cfg))
     if env.is_main:
         summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "losses"}
         with open(os.path.join(run_dir, "result.json"), "w") as f:

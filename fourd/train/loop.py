@@ -19,14 +19,14 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Protocol
+from typing import Any, Callable, List, Mapping, Optional, Protocol
 
 import torch
 from torch import nn
 
 from fourd.data.loader import LoaderConfig, StepLoader, TaskData
 from fourd.sharded import Placement
-from fourd.train.checkpoint import CheckpointManager
+from fourd.train.checkpoint import SETTINGS_KEY, CheckpointManager, recorded_settings, settings_changes
 from fourd.train.distributed import DistEnv, all_reduce_mean, barrier
 from fourd.train.engine import Engine
 from fourd.train.observe import Observer
@@ -45,7 +45,10 @@ class LoopConfig:
     ``seed``; ``log_every``: steps between log lines; ``checkpoint_every``: steps between
     checkpoints (0 = only at the end); ``keep_last``: complete checkpoints kept (0 = all);
     ``resume``: ``"auto"`` (newest complete checkpoint of this run dir, if any), ``"none"`` or a
-    checkpoint directory; ``preview_every``: steps between sample grids (0 = off);
+    checkpoint directory; ``resume_allow_changes``: dotted config keys (or their parents) whose
+    values may differ from those the resumed checkpoint recorded (default ``[train.steps]``: a
+    finished run may be trained longer, its LR schedule then follows the new length; any other
+    change stops an automatic resume, :func:`train`); ``preview_every``: steps between sample grids (0 = off);
     ``export``: ``"full"``, ``"trainable"``, ``"both"`` or ``"none"`` (safetensors written at the
     end); ``progress``: show the progress bar; ``loader``: :class:`~fourd.data.loader.LoaderConfig`;
     ``sequence_parallel``: ranks that split one sample's tokens (DeepSpeed-Ulysses; 1 = off; must
@@ -59,6 +62,7 @@ class LoopConfig:
     checkpoint_every: int = 500
     keep_last: int = 3
     resume: Optional[str] = "auto"
+    resume_allow_changes: List[str] = field(default_factory=lambda: ["train.steps"])
     preview_every: int = 0
     export: str = "full"
     progress: bool = True
@@ -127,9 +131,35 @@ def _hard_exit(reason: str) -> None:
     os._exit(17)
 
 
+def _check_settings(path: str, settings: Mapping[str, Any], cfg: LoopConfig, run_dir: str) -> None:
+    """Compare the settings checkpoint ``path`` recorded with this run's: with ``resume=auto`` a change
+    outside ``cfg.resume_allow_changes`` raises (two runs would mix in one folder); a checkpoint named
+    explicitly resumes with a warning listing the changes."""
+    saved = recorded_settings(path)
+    if saved is None:
+        log.warning("checkpoint %s records no settings (written before they were recorded): resuming without comparing them", path)
+        return
+    changes = settings_changes(saved, settings, cfg.resume_allow_changes)
+    if not changes:
+        allowed = settings_changes(saved, settings)
+        if allowed:
+            log.info("resuming from %s with changes train.resume_allow_changes allows: %s", path, "; ".join(allowed))
+        return
+    listing = "; ".join(changes[:8]) + (f" (and {len(changes) - 8} more)" if len(changes) > 8 else "")
+    if cfg.resume == "auto":
+        raise ValueError(f"run folder {run_dir} holds checkpoints of a run with other settings ({listing}): resuming would mix two "
+                         "runs. Use a new run folder (RUN_DIR), start this folder over with train.resume=none, or continue the run "
+                         "with these changes on purpose: train.resume_allow_changes=[train.steps,<keys>]")
+    log.warning("resuming from %s, named by train.resume, whose settings differ: %s", path, listing)
+
+
 def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfig, run_dir: str, env: DistEnv, debug: DebugConfig = DebugConfig(),
-          placement: Optional[Placement] = None) -> TrainResult:
+          placement: Optional[Placement] = None, settings: Optional[Mapping[str, Any]] = None) -> TrainResult:
     """Run (or resume) training of ``task`` until ``cfg.steps`` optimizer steps are done.
+
+    ``settings``: the run's configuration as dotted key -> value (JSON values), recorded in every
+    checkpoint and compared with the resumed checkpoint's before any model is built
+    (:func:`_check_settings`); None records and compares nothing.
 
     ``task.build_model(placement)`` builds the model (default placement: CPU, fp32; the engine
     moves it), then ``make_engine(model)`` the :class:`Engine` (its optimizer config decides
@@ -139,6 +169,8 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
     """
     ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"), env, cfg.keep_last)
     resume_path = ckpts.resolve(cfg.resume)  # verified before any model is built: a damaged file fails in seconds
+    if resume_path is not None and settings is not None:
+        _check_settings(resume_path, settings, cfg, run_dir)
     seed_everything(cfg.seed + env.dp_rank)  # by data-parallel rank: a sequence-parallel group draws alike
     model = task.build_model(placement or Placement())
     engine = make_engine(model)
@@ -192,7 +224,8 @@ def train(task: Task, make_engine: Callable[[nn.Module], Engine], cfg: LoopConfi
         })
         if (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == cfg.steps:
             crash = (lambda: _hard_exit(f"crash in save at step {step}")) if debug.crash_in_save_at_step == step else None
-            trainer = {"skipped_steps": skipped, "nonfinite_losses": nonfinite_losses, "samples_seen": samples_seen}
+            trainer = {"skipped_steps": skipped, "nonfinite_losses": nonfinite_losses, "samples_seen": samples_seen,
+                       **({SETTINGS_KEY: dict(settings)} if settings is not None else {})}
             last_ckpt = ckpts.save(step, engine, trainer, {"rng": capture_rng(generators), "data": data.state_dict()}, before_commit=crash)
         if cfg.preview_every > 0 and step % cfg.preview_every == 0:
             _preview(task, engine, observer, step)
